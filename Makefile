@@ -1,0 +1,27 @@
+# kgserver: `make demo` runs the main job on the embedded defaults, `make test` runs the suite.
+# Both install into .venv first (once; re-run when the dependency files change).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
+
+.PHONY: install demo test bench-venv clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml plugins/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -U pip wheel 'setuptools<70'
+	$(PIP) -e '.[test]' -e ./plugins
+	# grpcio-tools declares setuptools>=77 (unused here) which conflicts with DGL's setuptools<70.
+	$(PIP) --no-deps grpcio-tools
+	touch $@
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .kgserver

@@ -1,0 +1,5 @@
+"""kgserver CLI commands (models)."""
+
+from __future__ import annotations
+
+from kgserver.cli.app import app  # noqa: F401
