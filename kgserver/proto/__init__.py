@@ -1,0 +1,1 @@
+"""Python stubs generated from ``proto/`` (see :mod:`kgserver.serving.codegen`)."""

@@ -1,0 +1,133 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Query(_message.Message):
+    __slots__ = ("entity", "relation")
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    entity: str
+    relation: str
+    def __init__(self, entity: _Optional[str] = ..., relation: _Optional[str] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model", "queries", "k", "filter_known")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    k: int
+    filter_known: bool
+    def __init__(self, model: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., filter_known: _Optional[bool] = ...) -> None: ...
+
+class ScoredEntity(_message.Message):
+    __slots__ = ("entity", "score")
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    entity: str
+    score: float
+    def __init__(self, entity: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class Predictions(_message.Message):
+    __slots__ = ("entities",)
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    entities: _containers.RepeatedCompositeFieldContainer[ScoredEntity]
+    def __init__(self, entities: _Optional[_Iterable[_Union[ScoredEntity, _Mapping]]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("results", "model_version")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Predictions]
+    model_version: str
+    def __init__(self, results: _Optional[_Iterable[_Union[Predictions, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class Triple(_message.Message):
+    __slots__ = ("head", "relation", "tail")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    head: str
+    relation: str
+    tail: str
+    def __init__(self, head: _Optional[str] = ..., relation: _Optional[str] = ..., tail: _Optional[str] = ...) -> None: ...
+
+class ScoreTriplesRequest(_message.Message):
+    __slots__ = ("model", "triples")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRIPLES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    triples: _containers.RepeatedCompositeFieldContainer[Triple]
+    def __init__(self, model: _Optional[str] = ..., triples: _Optional[_Iterable[_Union[Triple, _Mapping]]] = ...) -> None: ...
+
+class ScoreTriplesResponse(_message.Message):
+    __slots__ = ("scores", "model_version")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    model_version: str
+    def __init__(self, scores: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetEntityEmbeddingsRequest(_message.Message):
+    __slots__ = ("model", "entities")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    entities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., entities: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("entity", "values")
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    entity: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, entity: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GetEntityEmbeddingsResponse(_message.Message):
+    __slots__ = ("embeddings", "model_version")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    model_version: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "plugin", "num_entities", "num_relations", "embedding_dim", "is_default", "graph")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    NUM_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    NUM_RELATIONS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    plugin: str
+    num_entities: int
+    num_relations: int
+    embedding_dim: int
+    is_default: bool
+    graph: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., plugin: _Optional[str] = ..., num_entities: _Optional[int] = ..., num_relations: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., is_default: _Optional[bool] = ..., graph: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "max_k", "max_batch")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    max_k: int
+    max_batch: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_k: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
