@@ -1,0 +1,35 @@
+"""``compgcn``: CompGCN encoder (Vashishth et al. 2020) with a 1-N decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from kgserver.registry import register_model
+from kgserver_plugins.common import GNNHyperparameters, GNNLinkPredictor, check_choice
+from kgserver_plugins.layers.compgcn_conv import COMPOSITIONS, CompGCNConv
+
+
+@dataclass
+class CompGCNHyperparameters(GNNHyperparameters):
+    """``composition`` of entity and relation on each edge: "sub", "mult" or "corr"."""
+
+    composition: str = "corr"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("composition", self.composition, COMPOSITIONS)
+
+
+@register_model("compgcn")
+class CompGCN(GNNLinkPredictor):
+    """CompGCN: composed messages, direction-specific weights, relations updated with the nodes."""
+
+    description = "CompGCN encoder (sub/mult/corr composition, relations updated) with a ConvE or DistMult decoder"
+    hyperparameters = CompGCNHyperparameters
+    hparams: CompGCNHyperparameters
+
+    def build_layer(self, index: int) -> nn.Module:
+        dim = self.hparams.embedding_dim
+        return CompGCNConv(dim, dim, self.num_relations, composition=self.hparams.composition)

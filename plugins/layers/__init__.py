@@ -1,0 +1,1 @@
+"""Message-passing layers, one per file, each ``(graph, h_src, rel) -> (h_dst, rel)``."""
