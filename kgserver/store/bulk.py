@@ -1,0 +1,230 @@
+"""The write side of the store: one import transaction with an in-memory term dictionary.
+
+An :class:`ImportTransaction` takes the store's write lock, loads the whole term
+and relation dictionaries once, and from then on hands out ids from Python dicts:
+a term seen before costs one dict lookup, a new term gets the next free id and is
+buffered. Triples are written in large batches with the fastest route each
+backend has (``executemany`` on SQLite, ``COPY`` on PostgreSQL); duplicates are
+dropped by the primary key (``INSERT OR IGNORE`` / ``ON CONFLICT DO NOTHING``) and
+the row counts the database reports tell added from skipped.
+
+Everything happens in the caller's single transaction: nothing is visible, and
+nothing remains, unless it commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Protocol
+
+from sqlalchemy import Connection, insert, select
+
+from kgserver.store.models import Graph, ImportRecord
+from kgserver.store.terms import TermKind, relation_key, term_key
+
+# A triple row as the writers take it: (graph_id, head, relation, tail, context, split).
+TripleRow = tuple[int, int, int, int, int, "int | None"]
+
+# Both backends serialise writers: SQLite through BEGIN IMMEDIATE (see engine.py),
+# PostgreSQL through this transaction-scoped advisory lock, so ids allocated from
+# the in-memory dictionary can never collide with a concurrent writer's.
+PG_WRITE_LOCK = 0x6B67_7365_7276  # "kgserv"
+
+
+class _Backend(Protocol):
+    def insert_terms(self, rows: list[tuple[int, int, str, str | None, str | None, bytes]]) -> None: ...
+
+    def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None: ...
+
+    def insert_triples(self, rows: list[TripleRow]) -> int: ...
+
+
+class _SQLiteBackend:
+    """``executemany`` on the raw sqlite3 cursor: the fastest insert pysqlite offers."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def insert_terms(self, rows: list[tuple[int, int, str, str | None, str | None, bytes]]) -> None:
+        self._cursor.executemany(
+            "INSERT INTO terms (id, kind, value, datatype, lang, key) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
+
+    def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None:
+        self._cursor.executemany("INSERT INTO relations (id, iri, key) VALUES (?, ?, ?)", rows)
+
+    def insert_triples(self, rows: list[TripleRow]) -> int:
+        self._cursor.executemany(
+            "INSERT OR IGNORE INTO triples (graph_id, head, relation, tail, context, split) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return self._cursor.rowcount
+
+
+class _PostgresBackend:
+    """``COPY`` through psycopg; triples go via a staging table to skip duplicates."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self._cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PG_WRITE_LOCK,))
+        self._staging = False
+
+    def insert_terms(self, rows: list[tuple[int, int, str, str | None, str | None, bytes]]) -> None:
+        self._copy("COPY terms (id, kind, value, datatype, lang, key) FROM STDIN", rows)
+
+    def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None:
+        self._copy("COPY relations (id, iri, key) FROM STDIN", rows)
+
+    def insert_triples(self, rows: list[TripleRow]) -> int:
+        if not self._staging:
+            self._cursor.execute(
+                "CREATE TEMP TABLE kgserver_staging (graph_id integer, head bigint, "
+                "relation integer, tail bigint, context bigint, split smallint) ON COMMIT DROP"
+            )
+            self._staging = True
+        self._copy("COPY kgserver_staging FROM STDIN", rows)
+        self._cursor.execute(
+            "INSERT INTO triples (graph_id, head, relation, tail, context, split) "
+            "SELECT graph_id, head, relation, tail, context, split FROM kgserver_staging "
+            "ON CONFLICT DO NOTHING"
+        )
+        added = self._cursor.rowcount
+        self._cursor.execute("TRUNCATE kgserver_staging")
+        return added
+
+    def _copy(self, statement: str, rows: list) -> None:  # type: ignore[type-arg]
+        with self._cursor.copy(statement) as copy:
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+
+
+class ImportTransaction:
+    """Id allocation and batched writes for one import, inside one open transaction.
+
+    Terms are looked up by value (``iri``, ``blank``, ``literal``, ``relation``);
+    ``add_triples`` writes the pending new terms first and then the triples, and
+    returns how many triples were new.
+    """
+
+    def __init__(self, connection: Connection, graph: str) -> None:
+        self._connection = connection
+        dialect = connection.dialect.name
+        self._backend: _Backend = (
+            _SQLiteBackend(connection) if dialect == "sqlite" else _PostgresBackend(connection)
+        )
+        self.graph_id, self.graph_created = self._graph_id(graph)
+        self._iris: dict[str, int] = {}
+        self._blanks: dict[str, int] = {}
+        self._literals: dict[tuple[str, str | None, str | None], int] = {}
+        self._relations: dict[str, int] = {}
+        self._new_terms: list[tuple[int, int, str, str | None, str | None, bytes]] = []
+        self._new_relations: list[tuple[int, str, bytes]] = []
+        self._load_dictionary()
+
+    def _graph_id(self, name: str) -> tuple[int, bool]:
+        """The graph's id, creating the graph (inside this transaction) if it is new."""
+        existing = self._connection.execute(select(Graph.id).where(Graph.name == name)).scalar()
+        if existing is not None:
+            return int(existing), False
+        created = self._connection.execute(
+            insert(Graph).values(name=name, created_at=datetime.now(timezone.utc)).returning(Graph.id)
+        )
+        return int(created.scalar_one()), True
+
+    def _load_dictionary(self) -> None:
+        driver = self._connection.exec_driver_sql
+        iris, blanks, literals = self._iris, self._blanks, self._literals
+        for term_id, kind, value, datatype, lang in driver(
+            "SELECT id, kind, value, datatype, lang FROM terms"
+        ):
+            if kind == TermKind.IRI:
+                iris[value] = term_id
+            elif kind == TermKind.BLANK:
+                blanks[value] = term_id
+            else:
+                literals[(value, datatype, lang)] = term_id
+        self._relations.update(
+            (iri, relation_id) for relation_id, iri in driver("SELECT id, iri FROM relations")
+        )
+        self._next_term = int(driver("SELECT COALESCE(MAX(id), 0) FROM terms").scalar_one()) + 1
+        self._next_relation = (
+            int(driver("SELECT COALESCE(MAX(id), 0) FROM relations").scalar_one()) + 1
+        )
+
+    def _new_term(self, kind: TermKind, value: str, datatype: str | None, lang: str | None) -> int:
+        term_id = self._next_term
+        self._next_term += 1
+        self._new_terms.append((term_id, int(kind), value, datatype, lang,
+                                term_key(kind, value, datatype, lang)))
+        return term_id
+
+    def iri(self, value: str) -> int:
+        """The id of the IRI ``value``, allocated if new."""
+        term_id = self._iris.get(value)
+        if term_id is None:
+            term_id = self._iris[value] = self._new_term(TermKind.IRI, value, None, None)
+        return term_id
+
+    def blank(self, value: str) -> int:
+        """The id of the (already document-scoped) blank node ``value``."""
+        term_id = self._blanks.get(value)
+        if term_id is None:
+            term_id = self._blanks[value] = self._new_term(TermKind.BLANK, value, None, None)
+        return term_id
+
+    def literal(self, value: str, datatype: str, lang: str | None) -> int:
+        """The id of a literal with its datatype IRI and language tag (or None)."""
+        key = (value, datatype, lang)
+        term_id = self._literals.get(key)
+        if term_id is None:
+            term_id = self._literals[key] = self._new_term(TermKind.LITERAL, value, datatype, lang)
+        return term_id
+
+    def relation(self, iri: str) -> int:
+        """The id of the predicate ``iri``, allocated if new."""
+        relation_id = self._relations.get(iri)
+        if relation_id is None:
+            relation_id = self._relations[iri] = self._next_relation
+            self._next_relation += 1
+            self._new_relations.append((relation_id, iri, relation_key(iri)))
+        return relation_id
+
+    def add_triples(self, rows: list[TripleRow]) -> int:
+        """Write pending terms, then ``rows``; returns the number of triples that were new."""
+        if self._new_terms:
+            self._backend.insert_terms(self._new_terms)
+            self._new_terms = []
+        if self._new_relations:
+            self._backend.insert_relations(self._new_relations)
+            self._new_relations = []
+        if not rows:
+            return 0
+        return self._backend.insert_triples(rows)
+
+    def record_source(
+        self,
+        *,
+        source: str,
+        sha256: str,
+        format: str,
+        split: int | None,
+        base: str | None,
+        triples: int,
+        added: int,
+    ) -> None:
+        """Append one file to the import log."""
+        self._connection.execute(
+            insert(ImportRecord).values(
+                graph_id=self.graph_id,
+                source=source,
+                sha256=sha256,
+                format=format,
+                split=split,
+                base=base,
+                triples=triples,
+                added=added,
+                imported_at=datetime.now(timezone.utc),
+            )
+        )

@@ -1,0 +1,379 @@
+"""The :class:`Store`: graphs in SQL, read back as arrays for training and serving."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import Connection, Engine, delete, func, select, text
+
+from kgserver.errors import GraphNotFound
+from kgserver.store.bulk import PG_WRITE_LOCK, ImportTransaction
+from kgserver.store.models import SPLIT_NAMES, Graph, ImportRecord, Relation, Term, Triple
+from kgserver.store.terms import RDFS_LABEL, Term as StoredTerm, TermKind, render, term_key
+
+_LOOKUP_CHUNK = 500  # bound the number of bind parameters per IN (...) list
+
+
+@dataclass
+class StoredGraph:
+    """A graph as index arrays: ``triples[i] = (head, relation, tail)`` into the lists.
+
+    ``entities`` are the rendered nodes (IRIs, ``_:blank`` ids and, when asked
+    for, N-Triples literals) that are head or tail of an included triple, sorted;
+    ``relations`` the predicate IRIs used, sorted; ``splits[i]`` is 0 train,
+    1 valid, 2 test or -1 none. Triples are sorted by (head, relation, tail), so the
+    same graph reads back identically from any backend.
+    """
+
+    entities: list[str]
+    relations: list[str]
+    triples: np.ndarray
+    splits: np.ndarray
+
+
+@dataclass
+class GraphInfo:
+    """Counts that describe a graph without reading it.
+
+    ``entities``, ``relations`` and ``triples`` count what ``read_graph`` returns
+    by default (literal-valued triples excluded); ``triples`` maps ``train``,
+    ``valid``, ``test`` and ``none`` to counts; ``literal_triples`` counts the
+    excluded literal-valued statements.
+    """
+
+    name: str
+    created_at: datetime
+    entities: int
+    relations: int
+    triples: dict[str, int]
+    literal_triples: int
+    sources: int
+
+    @property
+    def total_triples(self) -> int:
+        return sum(self.triples.values())
+
+
+@dataclass
+class DeletedGraph:
+    """What ``delete_graph`` removed."""
+
+    name: str
+    triples: int
+    terms: int
+    relations: int
+    sources: int = field(default=0)
+
+
+class Store:
+    """A kgserver store on one database. Obtain it with :func:`kgserver.store.open_store`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------
+
+    @contextmanager
+    def import_transaction(self, graph: str) -> Iterator[ImportTransaction]:
+        """One write transaction for an import: committed on success, rolled back on error."""
+        with self.engine.connect() as connection:
+            connection.execution_options(sqlite_immediate=True)
+            with connection.begin():
+                yield ImportTransaction(connection, graph)
+
+    def delete_graph(self, name: str) -> DeletedGraph:
+        """Remove a graph, its import log, and the terms and relations no other graph uses."""
+        with self.engine.connect() as connection:
+            connection.execution_options(sqlite_immediate=True)
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (PG_WRITE_LOCK,))
+                graph_id = _graph_id(connection, name)
+                triples = connection.execute(delete(Triple).where(Triple.graph_id == graph_id)).rowcount
+                sources = connection.execute(
+                    delete(ImportRecord).where(ImportRecord.graph_id == graph_id)
+                ).rowcount
+                connection.execute(delete(Graph).where(Graph.id == graph_id))
+                # Set-wise garbage collection: every term no remaining triple mentions.
+                terms = connection.execute(
+                    text(
+                        "DELETE FROM terms WHERE id IN (SELECT id FROM terms EXCEPT "
+                        "SELECT head FROM triples EXCEPT SELECT tail FROM triples "
+                        "EXCEPT SELECT context FROM triples)"
+                    )
+                ).rowcount
+                relations = connection.execute(
+                    text(
+                        "DELETE FROM relations WHERE id IN (SELECT id FROM relations EXCEPT "
+                        "SELECT relation FROM triples)"
+                    )
+                ).rowcount
+        return DeletedGraph(name, triples, terms, relations, sources)
+
+    # -- reading -----------------------------------------------------------------
+
+    def has_graph(self, name: str) -> bool:
+        """Whether a graph of that name exists."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(Graph.id).where(Graph.name == name)).first() is not None
+
+    def read_graph(self, name: str, include_literals: bool = False) -> StoredGraph:
+        """The graph as index arrays (see :class:`StoredGraph`).
+
+        Literal-valued triples are left out unless ``include_literals``: whether
+        attribute values take part in link prediction is the caller's choice.
+        A statement present in several RDF named graphs is returned once.
+        """
+        with self.engine.connect() as connection:
+            graph_id = _graph_id(connection, name)
+            rows = _triple_rows(connection, graph_id, include_literals)
+            node_ids, rendered = _graph_nodes(connection, graph_id, include_literals)
+            relation_rows = connection.execute(select(Relation.id, Relation.iri)).all()
+
+        if rows.size and np.any(rows[:, 4] != 0):
+            rows = _distinct_statements(rows)
+        used_nodes = np.unique(np.concatenate([rows[:, 0], rows[:, 2]]))
+        keep = np.isin(node_ids, used_nodes)
+        node_ids = node_ids[keep]
+        rendered = [label for label, kept in zip(rendered, keep) if kept]
+        entities, node_index = _vocabulary(node_ids, rendered)
+
+        used_relations = set(np.unique(rows[:, 1]).tolist())
+        relation_ids = np.array([rid for rid, _ in relation_rows if rid in used_relations], dtype=np.int64)
+        relation_iris = [iri for rid, iri in relation_rows if rid in used_relations]
+        relations, relation_index = _vocabulary(relation_ids, relation_iris)
+
+        triples = np.stack(
+            [node_index(rows[:, 0]), relation_index(rows[:, 1]), node_index(rows[:, 2])], axis=1
+        ).astype(np.int64).reshape(-1, 3)
+        order = np.lexsort((triples[:, 2], triples[:, 1], triples[:, 0]))
+        return StoredGraph(
+            entities=entities,
+            relations=relations,
+            triples=np.ascontiguousarray(triples[order]),
+            splits=rows[order, 3].astype(np.int8),
+        )
+
+    def labels(self, graph: str, iris: Iterable[str] | None = None) -> dict[str, str]:
+        """``rdfs:label`` of IRIs in ``graph`` (all labelled IRIs if ``iris`` is None).
+
+        English is preferred (``en``, then ``en-*``), then a label without language
+        tag, then any other, alphabetically by tag so the choice is stable.
+        """
+        with self.engine.connect() as connection:
+            graph_id = _graph_id(connection, graph)
+            label_relation = connection.execute(
+                select(Relation.id).where(Relation.key == term_key(TermKind.IRI, RDFS_LABEL))
+            ).scalar()
+            if label_relation is None:
+                return {}
+            head, tail = Term.__table__.alias("head_term"), Term.__table__.alias("tail_term")
+            query = (
+                select(head.c.value, tail.c.value, tail.c.lang)
+                .select_from(Triple)
+                .join(head, head.c.id == Triple.head)
+                .join(tail, tail.c.id == Triple.tail)
+                .where(
+                    Triple.graph_id == graph_id,
+                    Triple.relation == label_relation,
+                    head.c.kind == TermKind.IRI,
+                    tail.c.kind == TermKind.LITERAL,
+                )
+            )
+            if iris is None:
+                rows = connection.execute(query).all()
+            else:
+                keys = [term_key(TermKind.IRI, iri) for iri in dict.fromkeys(iris)]
+                rows = []
+                for start in range(0, len(keys), _LOOKUP_CHUNK):
+                    chunk = keys[start : start + _LOOKUP_CHUNK]
+                    rows.extend(connection.execute(query.where(head.c.key.in_(chunk))).all())
+        best: dict[str, tuple[tuple[int, str, str], str]] = {}
+        for iri, label, lang in rows:
+            rank = (_language_rank(lang), lang or "", label)
+            if iri not in best or rank < best[iri][0]:
+                best[iri] = (rank, label)
+        return {iri: label for iri, (_, label) in best.items()}
+
+    def graphs(self) -> list[GraphInfo]:
+        """Every graph with its counts, by name."""
+        with self.engine.connect() as connection:
+            graphs = connection.execute(select(Graph.id, Graph.name, Graph.created_at).order_by(Graph.name)).all()
+            return [_graph_info(connection, *graph) for graph in graphs]
+
+    def graph_info(self, name: str) -> GraphInfo:
+        """The counts of one graph."""
+        with self.engine.connect() as connection:
+            graph = connection.execute(
+                select(Graph.id, Graph.name, Graph.created_at).where(Graph.name == name)
+            ).first()
+            if graph is None:
+                raise GraphNotFound(name)
+            return _graph_info(connection, *graph)
+
+    def quads(self, name: str) -> Iterator[tuple[StoredTerm, str, StoredTerm, StoredTerm | None]]:
+        """Every statement of the graph as (subject, predicate IRI, object, named graph or None)."""
+        head, tail, context = (Term.__table__.alias(alias) for alias in ("h", "o", "c"))
+        query = (
+            select(
+                head.c.kind, head.c.value,
+                Relation.iri,
+                tail.c.kind, tail.c.value, tail.c.datatype, tail.c.lang,
+                context.c.kind, context.c.value,
+            )
+            .select_from(Triple)
+            .join(head, head.c.id == Triple.head)
+            .join(tail, tail.c.id == Triple.tail)
+            .join(Relation, Relation.id == Triple.relation)
+            .outerjoin(context, context.c.id == Triple.context)
+        )
+        with self.engine.connect() as connection:
+            graph_id = _graph_id(connection, name)
+            for hk, hv, predicate, tk, tv, dt, lang, ck, cv in connection.execute(
+                query.where(Triple.graph_id == graph_id)
+            ):
+                yield (
+                    StoredTerm(TermKind(hk), hv),
+                    predicate,
+                    StoredTerm(TermKind(tk), tv, dt, lang),
+                    None if ck is None else StoredTerm(TermKind(ck), cv),
+                )
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of every table: what "the store is unchanged" is checked against."""
+        with self.engine.connect() as connection:
+            return {
+                model.__tablename__: int(connection.execute(select(func.count()).select_from(model)).scalar_one())
+                for model in (Graph, Term, Relation, Triple, ImportRecord)
+            }
+
+
+def _graph_id(connection: Connection, name: str) -> int:
+    graph_id = connection.execute(select(Graph.id).where(Graph.name == name)).scalar()
+    if graph_id is None:
+        raise GraphNotFound(name)
+    return int(graph_id)
+
+
+def _triple_rows(connection: Connection, graph_id: int, include_literals: bool) -> np.ndarray:
+    """``[n, 5]`` int64: head, relation, tail, split (-1 none), context."""
+    query = select(
+        Triple.head, Triple.relation, Triple.tail, func.coalesce(Triple.split, -1), Triple.context
+    ).where(Triple.graph_id == graph_id)
+    if not include_literals:
+        query = query.join(Term, Term.id == Triple.tail).where(Term.kind != TermKind.LITERAL)
+    values = itertools.chain.from_iterable(connection.execute(query))
+    return np.fromiter(values, dtype=np.int64).reshape(-1, 5)
+
+
+def _graph_nodes(connection: Connection, graph_id: int, include_literals: bool) -> tuple[np.ndarray, list[str]]:
+    """Ids and rendered strings of the terms in head or tail position in the graph."""
+    used = select(Triple.head).where(Triple.graph_id == graph_id).union(
+        select(Triple.tail).where(Triple.graph_id == graph_id)
+    )
+    query = select(Term.id, Term.kind, Term.value, Term.datatype, Term.lang).where(Term.id.in_(used))
+    if not include_literals:
+        query = query.where(Term.kind != TermKind.LITERAL)
+    rows = connection.execute(query).all()
+    ids = np.array([row[0] for row in rows], dtype=np.int64)
+    return ids, [render(kind, value, datatype, lang) for _, kind, value, datatype, lang in rows]
+
+
+def _distinct_statements(rows: np.ndarray) -> np.ndarray:
+    """One row per (head, relation, tail) across named graphs; an assigned split wins."""
+    split_rank = np.where(rows[:, 3] < 0, 3, rows[:, 3])
+    order = np.lexsort((split_rank, rows[:, 2], rows[:, 1], rows[:, 0]))
+    rows = rows[order]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = np.any(rows[1:, :3] != rows[:-1, :3], axis=1)
+    return rows[first]
+
+
+def _vocabulary(ids: np.ndarray, names: list[str]):  # type: ignore[no-untyped-def]
+    """Sorted names, and a function mapping database ids to positions in them."""
+    by_name = sorted(range(len(names)), key=names.__getitem__)
+    position = np.empty(len(names), dtype=np.int64)
+    position[by_name] = np.arange(len(names), dtype=np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    sorted_ids = ids[by_id]
+
+    def index(database_ids: np.ndarray) -> np.ndarray:
+        return position[by_id[np.searchsorted(sorted_ids, database_ids)]]
+
+    return [names[i] for i in by_name], index
+
+
+def _language_rank(lang: str | None) -> int:
+    if lang == "en":
+        return 0
+    if lang and lang.startswith("en-"):
+        return 1
+    if not lang:
+        return 2
+    return 3
+
+
+def _graph_info(connection: Connection, graph_id: int, name: str, created_at: datetime) -> GraphInfo:
+    is_literal = (Term.kind == TermKind.LITERAL).label("is_literal")
+    counts = connection.execute(
+        select(Triple.split, is_literal, func.count())
+        .join(Term, Term.id == Triple.tail)
+        .where(Triple.graph_id == graph_id)
+        .group_by(Triple.split, is_literal)
+    ).all()
+    triples = {name: 0 for name in ("train", "valid", "test", "none")}
+    literal_triples = 0
+    for split, literal, count in counts:
+        if literal:
+            literal_triples += count
+        else:
+            triples[SPLIT_NAMES.get(split, "none")] += count
+
+    entity_triples = (
+        select(Triple.head, Triple.tail, Triple.relation)
+        .join(Term, Term.id == Triple.tail)
+        .where(Triple.graph_id == graph_id, Term.kind != TermKind.LITERAL)
+        .subquery()
+    )
+    nodes = select(entity_triples.c.head).union(select(entity_triples.c.tail)).subquery()
+    entities = connection.execute(select(func.count()).select_from(nodes)).scalar_one()
+    relations = connection.execute(
+        select(func.count(func.distinct(entity_triples.c.relation)))
+    ).scalar_one()
+    sources = connection.execute(
+        select(func.count()).select_from(ImportRecord).where(ImportRecord.graph_id == graph_id)
+    ).scalar_one()
+    return GraphInfo(
+        name=name,
+        created_at=created_at,
+        entities=int(entities),
+        relations=int(relations),
+        triples=triples,
+        literal_triples=int(literal_triples),
+        sources=int(sources),
+    )

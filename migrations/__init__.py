@@ -1,0 +1,1 @@
+"""kgserver's Alembic migrations (installed as the ``kgserver_migrations`` package)."""
