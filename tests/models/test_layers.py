@@ -1,0 +1,84 @@
+"""Layer- and decoder-level checks: attention normalisation, composition, decoder shapes."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dgl
+import pytest
+import torch
+
+from kgserver.registry import KGModel
+from kgserver_plugins.decoders import ConvE, DistMult
+from kgserver_plugins.graphs import drop_edges
+from kgserver_plugins.layers.compgcn_conv import circular_correlation
+
+
+def test_gatv2_attention_sums_to_one_over_incoming_edges(build_model: Callable[..., KGModel], graph: dgl.DGLGraph) -> None:
+    model = build_model("gatv2", num_layers=2, num_heads=4).eval()
+    with torch.no_grad():
+        model.encode(graph)
+    _, dst = graph.edges()
+    for attention in model.attention():
+        assert attention is not None and attention.shape == (graph.num_edges(), 4)
+        assert (attention >= 0).all()
+        totals = torch.zeros(graph.num_nodes(), 4).index_add_(0, dst, attention)
+        has_incoming = graph.in_degrees() > 0
+        torch.testing.assert_close(totals[has_incoming], torch.ones(int(has_incoming.sum()), 4))
+
+
+def test_gatv2_attention_depends_on_the_receiving_node(build_model: Callable[..., KGModel], graph: dgl.DGLGraph) -> None:
+    """Dynamic attention: the same source and relation get different weights at different targets."""
+    model = build_model("gatv2", num_heads=1).eval()
+    with torch.no_grad():
+        model.encode(graph)
+    attention = model.attention()[0][:, 0]
+    src, dst = graph.edges()
+    in_degree = graph.in_degrees()[dst].float()
+    assert not torch.allclose(attention, 1.0 / in_degree)
+
+
+def test_circular_correlation_matches_its_definition() -> None:
+    a, b = torch.randn(3, 7), torch.randn(3, 7)
+    expected = torch.stack(
+        [sum(a[:, i] * b[:, (i + k) % 7] for i in range(7)) for k in range(7)], dim=1
+    )
+    torch.testing.assert_close(circular_correlation(a, b), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_distmult_is_the_trilinear_product() -> None:
+    h, r, t = torch.randn(5, 8), torch.randn(5, 8), torch.randn(11, 8)
+    scores = DistMult()(h, r, t)
+    assert scores.shape == (5, 11)
+    torch.testing.assert_close(scores[2, 7], (h[2] * r[2] * t[7]).sum())
+
+
+def test_conve_scores_every_candidate_and_one_query_in_eval() -> None:
+    decoder = ConvE(dim=20, height=4, filters=3, kernel=3, input_dropout=0.2, feature_dropout=0.2, hidden_dropout=0.3)
+    h, r, t = torch.randn(6, 20), torch.randn(6, 20), torch.randn(13, 20)
+    assert decoder(h, r, t).shape == (6, 13)
+    decoder.eval()
+    single = decoder(h[:1], r[:1], t)
+    assert single.shape == (1, 13)
+    torch.testing.assert_close(single, decoder(h, r, t)[:1])
+
+
+def test_conve_rejects_a_kernel_larger_than_its_image() -> None:
+    with pytest.raises(ValueError, match="conve_kernel 9"):
+        ConvE(dim=20, height=4, filters=3, kernel=9, input_dropout=0.0, feature_dropout=0.0, hidden_dropout=0.0)
+
+
+def test_drop_edges_keeps_nodes_features_and_block_structure(graph: dgl.DGLGraph) -> None:
+    torch.manual_seed(0)
+    thinner = drop_edges(graph, 0.5)
+    assert thinner.num_nodes() == graph.num_nodes()
+    assert 0 < thinner.num_edges() < graph.num_edges()
+    assert thinner.edata["rel"].shape == (thinner.num_edges(),)
+    _, _, blocks = dgl.dataloading.NeighborSampler([-1]).sample_blocks(graph, torch.arange(5))
+    block = drop_edges(blocks[0], 0.5)
+    assert block.is_block
+    assert (block.num_src_nodes(), block.num_dst_nodes()) == (blocks[0].num_src_nodes(), blocks[0].num_dst_nodes())
+    assert torch.equal(block.srcdata[dgl.NID], blocks[0].srcdata[dgl.NID])
+    assert block.num_edges() < blocks[0].num_edges()
+    with pytest.raises(ValueError, match="edge dropout"):
+        drop_edges(graph, 1.0)
