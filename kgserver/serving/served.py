@@ -13,9 +13,9 @@ from typing import Any, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from kgserver.errors import UnknownEntity, UnknownRelation
+from kgserver.errors import ConfigurationError, UnknownEntity, UnknownRelation
 from kgserver.registry import KGModel
-from kgserver.serving.known import KnownTriples
+from kgserver.serving.known import KnownTriples, stored_triples
 
 
 class LoadedModelLike(Protocol):
@@ -27,6 +27,7 @@ class LoadedModelLike(Protocol):
     relations: list[str]
     train_triples: Tensor
     version: str
+    graph_name: str
 
     def encode(self) -> tuple[Tensor, Tensor]: ...
 
@@ -58,33 +59,39 @@ class ServedModel:
         ref: str,
         loaded: LoadedModelLike,
         *,
-        graph: str = "",
-        extra_known: Tensor | None = None,
+        store_url: str | None = None,
     ) -> "ServedModel":
         """Run the encoder once and index the vocabularies and the known triples.
 
-        ``extra_known`` are further known triples (ids in this model's vocabulary),
-        e.g. the stored graph's validation and test triples.
+        Known triples are the model's training triples and, when ``store_url`` is
+        given, every triple of the graph it was trained on as stored there now
+        (validation, test and later imports included).
         """
         with torch.inference_mode():
             entity_emb, relation_emb = loaded.encode()
-        entity_emb = entity_emb.detach().contiguous()
-        relation_emb = relation_emb.detach().contiguous()
-        known = loaded.train_triples
-        if extra_known is not None and len(extra_known):
-            known = torch.cat([known, extra_known.to(torch.int64)])
+        entity_index = {iri: i for i, iri in enumerate(loaded.entities)}
+        relation_index = {iri: i for i, iri in enumerate(loaded.relations)}
+        known = loaded.train_triples.to(torch.int64)
+        if store_url is not None:
+            if not loaded.graph_name:
+                raise ConfigurationError(
+                    f"{loaded.version} does not record the graph it was trained on, "
+                    "so its known triples cannot be read from the store (drop --db)"
+                )
+            stored = stored_triples(store_url, loaded.graph_name, entity_index, relation_index)
+            known = torch.cat([known, stored])
         return cls(
             ref=ref,
             version=loaded.version,
             plugin=loaded.plugin,
-            graph=graph,
+            graph=loaded.graph_name,
             model=loaded.model,
             entities=list(loaded.entities),
             relations=list(loaded.relations),
-            entity_index={iri: i for i, iri in enumerate(loaded.entities)},
-            relation_index={iri: i for i, iri in enumerate(loaded.relations)},
-            entity_emb=entity_emb,
-            relation_emb=relation_emb,
+            entity_index=entity_index,
+            relation_index=relation_index,
+            entity_emb=entity_emb.detach().contiguous(),
+            relation_emb=relation_emb.detach().contiguous(),
             known=KnownTriples.build(known, len(loaded.entities), len(loaded.relations)),
         )
 

@@ -1,0 +1,118 @@
+"""Helpers of the serving tests: a small graph, a model trained on it, a running server.
+
+The model is a real plugin (CompGCN with a ConvE decoder, small dimensions)
+trained for a few epochs with 1-N BCE, saved as a real bundle and served by a
+real gRPC server on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from kgserver.graph import Snapshot
+from kgserver.registry import KGModel, get_model
+from kgserver.serving.served import ServedModel
+from kgserver.serving.server import KGServer, ServeConfig
+from kgserver.tracking.bundle import load_bundle
+
+NUM_ENTITIES = 60
+NUM_RELATIONS = 4
+HPARAMS = {"embedding_dim": 32, "conve_height": 4, "conve_filters": 8, "dropout": 0.0}
+
+
+def entity(i: int) -> str:
+    return f"http://example.org/entity/{i}"
+
+
+def relation(i: int) -> str:
+    return f"http://example.org/relation/{i}"
+
+
+def make_snapshot(name: str = "toy", seed: int = 0) -> Snapshot:
+    """A structured graph (a ring, a skip pattern, a few hubs) plus random edges, split 80/10/10."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.arange(NUM_ENTITIES)
+    patterned = torch.cat(
+        [
+            torch.stack([ids, torch.zeros_like(ids), (ids + 1) % NUM_ENTITIES], 1),
+            torch.stack([ids, torch.ones_like(ids), (ids * 7 + 3) % NUM_ENTITIES], 1),
+            torch.stack([ids, torch.full_like(ids, 2), ids % 5], 1),
+        ]
+    )
+    random = torch.stack(
+        [
+            torch.randint(0, NUM_ENTITIES, (120,), generator=generator),
+            torch.full((120,), 3),
+            torch.randint(0, NUM_ENTITIES, (120,), generator=generator),
+        ],
+        1,
+    )
+    triples = torch.unique(torch.cat([patterned, random]), dim=0)
+    triples = triples[torch.randperm(len(triples), generator=generator)]
+    n_valid = n_test = len(triples) // 10
+    return Snapshot(
+        name=name,
+        entities=[entity(i) for i in range(NUM_ENTITIES)],
+        relations=[relation(i) for i in range(NUM_RELATIONS)],
+        train=triples[n_valid + n_test :],
+        valid=triples[:n_valid],
+        test=triples[n_valid : n_valid + n_test],
+    )
+
+
+def train_model(snapshot: Snapshot, seed: int, epochs: int = 8) -> KGModel:
+    """A few epochs of 1-N training (BCE over all tails, both directions) on the full graph."""
+    torch.manual_seed(seed)
+    model_class = get_model("compgcn")
+    model = model_class(
+        snapshot.num_entities, snapshot.num_relations, model_class.hyperparameters.from_dict(HPARAMS)
+    )
+    graph = snapshot.message_graph()
+    heads, rels, tails = snapshot.train.unbind(1)
+    queries = torch.stack(
+        [torch.cat([heads, tails]), torch.cat([rels, rels + snapshot.num_relations])], 1
+    )
+    answers = torch.cat([tails, heads])
+    keys, inverse = torch.unique(queries, dim=0, return_inverse=True)
+    targets = torch.zeros(len(keys), snapshot.num_entities)
+    targets[inverse, answers] = 1.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(keys)).split(64):
+            entity_emb, relation_emb = model.encode(graph)
+            logits = model.score(entity_emb[keys[batch, 0]], relation_emb[keys[batch, 1]], entity_emb)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def bundle_source(bundles: dict[str, tuple[Path, str]]):  # type: ignore[no-untyped-def]
+    """``(resolve, build)`` serving fixed bundle directories under fixed version names."""
+
+    def resolve(ref: str) -> str:
+        return bundles[ref][1]
+
+    def build(ref: str, version: str) -> ServedModel:
+        return ServedModel.build(ref, load_bundle(bundles[ref][0], version=version))
+
+    return resolve, build
+
+
+@contextlib.contextmanager
+def running_server(bundles: dict[str, tuple[Path, str]], **options: object) -> Iterator[KGServer]:
+    """A started, loaded server on a free loopback port; stopped afterwards."""
+    resolve, build = bundle_source(bundles)
+    server = KGServer(ServeConfig(models=list(bundles), port=0, **options), resolve, build)  # type: ignore[arg-type]
+    server.start()
+    try:
+        server.load()
+        yield server
+    finally:
+        server.stop(grace=1)
