@@ -22,6 +22,7 @@ from typing import BinaryIO
 import pyoxigraph
 
 from kgserver.errors import ImportSyntaxError
+from kgserver.rdf.xmlliteral import RDF_XML_LITERAL, canonical_xml_literal
 from kgserver.store.bulk import ImportTransaction, TripleRow
 
 PYOXIGRAPH_FORMATS = {
@@ -45,8 +46,11 @@ class _DocumentTerms:
     (and adds nothing), while two documents never share one by accident.
     """
 
-    def __init__(self, transaction: ImportTransaction, path: str, sha256: str) -> None:
+    def __init__(
+        self, transaction: ImportTransaction, path: str, sha256: str, format: str
+    ) -> None:
         self._transaction = transaction
+        self._canonical_xml = format == "xml"
         self._path = path
         self._blank_prefix = f"b{sha256[:16]}_"
         self._blank_count = 0
@@ -63,9 +67,10 @@ class _DocumentTerms:
             term_id = transaction.blank(f"{self._blank_prefix}{self._blank_count}")
             self._blank_count += 1
         elif kind is pyoxigraph.Literal:
-            term_id = transaction.literal(
-                term.value, term.datatype.value, term.language  # type: ignore[attr-defined]
-            )
+            value, datatype = term.value, term.datatype.value  # type: ignore[attr-defined]
+            if self._canonical_xml and datatype == RDF_XML_LITERAL:
+                value = canonical_xml_literal(value)
+            term_id = transaction.literal(value, datatype, term.language)  # type: ignore[attr-defined]
         else:
             raise ImportSyntaxError(
                 self._path, None, f"unsupported RDF term {term!r} (RDF-star triple terms are not stored)"
@@ -92,7 +97,7 @@ def rdf_batches(
     batch_size: int,
 ) -> Iterator[list[TripleRow]]:
     """Parse an RDF document with pyoxigraph and yield rows of at most ``batch_size``."""
-    terms = _DocumentTerms(transaction, path, sha256)
+    terms = _DocumentTerms(transaction, path, sha256, format)
     ids, relation_ids = terms.ids, terms.relation_ids
     graph_id = transaction.graph_id
     batch: list[TripleRow] = []

@@ -20,7 +20,10 @@ from typing import Protocol
 from sqlalchemy import Connection, insert, select
 
 from kgserver.store.models import Graph, ImportRecord
-from kgserver.store.terms import TermKind, relation_key, term_key
+from kgserver.store.terms import TermKind, read_value, relation_key, store_value, term_key
+
+# A new term row: (id, kind, stored value, value_escaped, datatype, lang, key).
+NewTerm = tuple[int, int, str, bool, "str | None", "str | None", bytes]
 
 # A triple row as the writers take it: (graph_id, head, relation, tail, context, split).
 TripleRow = tuple[int, int, int, int, int, "int | None"]
@@ -32,7 +35,7 @@ PG_WRITE_LOCK = 0x6B67_7365_7276  # "kgserv"
 
 
 class _Backend(Protocol):
-    def insert_terms(self, rows: list[tuple[int, int, str, str | None, str | None, bytes]]) -> None: ...
+    def insert_terms(self, rows: list[NewTerm]) -> None: ...
 
     def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None: ...
 
@@ -45,9 +48,10 @@ class _SQLiteBackend:
     def __init__(self, connection: Connection) -> None:
         self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
-    def insert_terms(self, rows: list[tuple[int, int, str, str | None, str | None, bytes]]) -> None:
+    def insert_terms(self, rows: list[NewTerm]) -> None:
         self._cursor.executemany(
-            "INSERT INTO terms (id, kind, value, datatype, lang, key) VALUES (?, ?, ?, ?, ?, ?)", rows
+            "INSERT INTO terms (id, kind, value, value_escaped, datatype, lang, key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows
         )
 
     def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None:
@@ -70,8 +74,8 @@ class _PostgresBackend:
         self._cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PG_WRITE_LOCK,))
         self._staging = False
 
-    def insert_terms(self, rows: list[tuple[int, int, str, str | None, str | None, bytes]]) -> None:
-        self._copy("COPY terms (id, kind, value, datatype, lang, key) FROM STDIN", rows)
+    def insert_terms(self, rows: list[NewTerm]) -> None:
+        self._copy("COPY terms (id, kind, value, value_escaped, datatype, lang, key) FROM STDIN", rows)
 
     def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None:
         self._copy("COPY relations (id, iri, key) FROM STDIN", rows)
@@ -119,7 +123,7 @@ class ImportTransaction:
         self._blanks: dict[str, int] = {}
         self._literals: dict[tuple[str, str | None, str | None], int] = {}
         self._relations: dict[str, int] = {}
-        self._new_terms: list[tuple[int, int, str, str | None, str | None, bytes]] = []
+        self._new_terms: list[NewTerm] = []
         self._new_relations: list[tuple[int, str, bytes]] = []
         self._load_dictionary()
 
@@ -136,9 +140,10 @@ class ImportTransaction:
     def _load_dictionary(self) -> None:
         driver = self._connection.exec_driver_sql
         iris, blanks, literals = self._iris, self._blanks, self._literals
-        for term_id, kind, value, datatype, lang in driver(
-            "SELECT id, kind, value, datatype, lang FROM terms"
+        for term_id, kind, stored, escaped, datatype, lang in driver(
+            "SELECT id, kind, value, value_escaped, datatype, lang FROM terms"
         ):
+            value = read_value(stored, escaped)
             if kind == TermKind.IRI:
                 iris[value] = term_id
             elif kind == TermKind.BLANK:
@@ -156,8 +161,10 @@ class ImportTransaction:
     def _new_term(self, kind: TermKind, value: str, datatype: str | None, lang: str | None) -> int:
         term_id = self._next_term
         self._next_term += 1
-        self._new_terms.append((term_id, int(kind), value, datatype, lang,
-                                term_key(kind, value, datatype, lang)))
+        stored, escaped = store_value(value)
+        self._new_terms.append(
+            (term_id, int(kind), stored, escaped, datatype, lang, term_key(kind, value, datatype, lang))
+        )
         return term_id
 
     def iri(self, value: str) -> int:

@@ -27,6 +27,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -73,6 +74,8 @@ class Term(Base):
     id: Mapped[int] = mapped_column(TermIdType, primary_key=True, autoincrement=False)
     kind: Mapped[int] = mapped_column(SmallInteger)
     value: Mapped[str] = mapped_column(Text)
+    # True when ``value`` is JSON-escaped because it contains NUL (see store.terms).
+    value_escaped: Mapped[bool] = mapped_column(Boolean, default=False)
     datatype: Mapped[str | None] = mapped_column(Text)
     lang: Mapped[str | None] = mapped_column(String(64))
     key: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)

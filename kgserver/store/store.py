@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, text
 from kgserver.errors import GraphNotFound
 from kgserver.store.bulk import PG_WRITE_LOCK, ImportTransaction
 from kgserver.store.models import SPLIT_NAMES, Graph, ImportRecord, Relation, Term, Triple
-from kgserver.store.terms import RDFS_LABEL, Term as StoredTerm, TermKind, render, term_key
+from kgserver.store.terms import RDFS_LABEL, Term as StoredTerm, TermKind, read_value, render, term_key
 
 _LOOKUP_CHUNK = 500  # bound the number of bind parameters per IN (...) list
 
@@ -194,7 +194,7 @@ class Store:
                 return {}
             head, tail = Term.__table__.alias("head_term"), Term.__table__.alias("tail_term")
             query = (
-                select(head.c.value, tail.c.value, tail.c.lang)
+                select(head.c.value, tail.c.value, tail.c.value_escaped, tail.c.lang)
                 .select_from(Triple)
                 .join(head, head.c.id == Triple.head)
                 .join(tail, tail.c.id == Triple.tail)
@@ -214,7 +214,8 @@ class Store:
                     chunk = keys[start : start + _LOOKUP_CHUNK]
                     rows.extend(connection.execute(query.where(head.c.key.in_(chunk))).all())
         best: dict[str, tuple[tuple[int, str, str], str]] = {}
-        for iri, label, lang in rows:
+        for iri, stored_label, escaped, lang in rows:
+            label = read_value(stored_label, escaped)
             rank = (_language_rank(lang), lang or "", label)
             if iri not in best or rank < best[iri][0]:
                 best[iri] = (rank, label)
@@ -243,7 +244,7 @@ class Store:
             select(
                 head.c.kind, head.c.value,
                 Relation.iri,
-                tail.c.kind, tail.c.value, tail.c.datatype, tail.c.lang,
+                tail.c.kind, tail.c.value, tail.c.value_escaped, tail.c.datatype, tail.c.lang,
                 context.c.kind, context.c.value,
             )
             .select_from(Triple)
@@ -254,13 +255,13 @@ class Store:
         )
         with self.engine.connect() as connection:
             graph_id = _graph_id(connection, name)
-            for hk, hv, predicate, tk, tv, dt, lang, ck, cv in connection.execute(
+            for hk, hv, predicate, tk, tv, escaped, dt, lang, ck, cv in connection.execute(
                 query.where(Triple.graph_id == graph_id)
             ):
                 yield (
                     StoredTerm(TermKind(hk), hv),
                     predicate,
-                    StoredTerm(TermKind(tk), tv, dt, lang),
+                    StoredTerm(TermKind(tk), read_value(tv, escaped), dt, lang),
                     None if ck is None else StoredTerm(TermKind(ck), cv),
                 )
 
@@ -296,12 +297,17 @@ def _graph_nodes(connection: Connection, graph_id: int, include_literals: bool) 
     used = select(Triple.head).where(Triple.graph_id == graph_id).union(
         select(Triple.tail).where(Triple.graph_id == graph_id)
     )
-    query = select(Term.id, Term.kind, Term.value, Term.datatype, Term.lang).where(Term.id.in_(used))
+    query = select(Term.id, Term.kind, Term.value, Term.value_escaped, Term.datatype, Term.lang).where(
+        Term.id.in_(used)
+    )
     if not include_literals:
         query = query.where(Term.kind != TermKind.LITERAL)
     rows = connection.execute(query).all()
     ids = np.array([row[0] for row in rows], dtype=np.int64)
-    return ids, [render(kind, value, datatype, lang) for _, kind, value, datatype, lang in rows]
+    return ids, [
+        render(kind, read_value(value, escaped), datatype, lang)
+        for _, kind, value, escaped, datatype, lang in rows
+    ]
 
 
 def _distinct_statements(rows: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 from typing import NamedTuple
 
 XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
@@ -39,16 +40,30 @@ class Term(NamedTuple):
         return render(self.kind, self.value, self.datatype, self.lang)
 
 
+def store_value(value: str) -> tuple[str, bool]:
+    """``(stored text, escaped)``: PostgreSQL text cannot hold NUL characters, so a
+    value containing one is stored JSON-escaped and flagged (on every backend, so
+    that both read back the same way); every other value is stored as is."""
+    if "\x00" in value:
+        return json.dumps(value), True
+    return value, False
+
+
+def read_value(stored: str, escaped: bool) -> str:
+    """The original value of a stored term (inverse of :func:`store_value`)."""
+    return json.loads(stored) if escaped else stored
+
+
 def term_key(kind: int, value: str, datatype: str | None = None, lang: str | None = None) -> bytes:
-    """The unique key of a term (16 bytes)."""
+    """The unique key of a term (16 bytes); parts are length-prefixed so no two
+    different terms can produce the same input to the digest."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(b"%d\x00" % kind)
-    digest.update(value.encode("utf-8", "surrogatepass"))
-    if kind == TermKind.LITERAL:
-        digest.update(b"\x00")
-        digest.update((datatype or "").encode("utf-8"))
-        digest.update(b"\x00")
-        digest.update((lang or "").encode("utf-8"))
+    parts = (value, datatype or "", lang or "") if kind == TermKind.LITERAL else (value,)
+    digest.update(bytes([kind]))
+    for part in parts:
+        encoded = part.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
     return digest.digest()
 
 

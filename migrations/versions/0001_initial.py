@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("id", TermId, primary_key=True, autoincrement=False),
         sa.Column("kind", sa.SmallInteger(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
+        sa.Column("value_escaped", sa.Boolean(), nullable=False),
         sa.Column("datatype", sa.Text(), nullable=True),
         sa.Column("lang", sa.String(64), nullable=True),
         sa.Column("key", sa.LargeBinary(16), nullable=False, unique=True),

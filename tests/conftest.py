@@ -1,0 +1,121 @@
+"""Database fixtures shared by every test area.
+
+``db_url`` is parametrized over the two supported backends: a SQLite file in the
+test's temporary directory, and a fresh database on the real PostgreSQL server
+(``KGSERVER_TEST_POSTGRES``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``,
+used only as the maintenance connection), created for the test and dropped after
+it. Both are at the current schema when the test starts. An unreachable
+PostgreSQL fails the test with the reason; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+BACKENDS = ("sqlite", "postgresql")
+POSTGRES_ENV = "KGSERVER_TEST_POSTGRES"
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT / ".." / "shared"
+
+
+def _maintenance_url() -> str:
+    return os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
+
+
+def _admin_connection():  # type: ignore[no-untyped-def]
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(_maintenance_url())
+    try:
+        return psycopg.connect(
+            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+            dbname=url.database, autocommit=True, connect_timeout=10,
+        )
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL at {url.render_as_string(hide_password=True)} is not reachable "
+            f"(set {POSTGRES_ENV}): {error}",
+            pytrace=False,
+        )
+
+
+@contextmanager
+def postgres_database(*, upgraded: bool = True) -> Iterator[str]:
+    """A new, uniquely named PostgreSQL database for the duration of the block."""
+    from sqlalchemy.engine import make_url
+
+    name = f"kgserver_test_{uuid.uuid4().hex[:12]}"
+    with _admin_connection() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(_maintenance_url()).set(database=name).render_as_string(hide_password=False)
+    try:
+        if upgraded:
+            from kgserver.store import upgrade_database
+
+            upgrade_database(url)
+        yield url
+    finally:
+        with _admin_connection() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def sqlite_database(directory: Path) -> Iterator[str]:
+    """A SQLite file URL in ``directory`` (the schema is created on first open)."""
+    yield f"sqlite:///{directory / f'kgserver-{uuid.uuid4().hex[:8]}.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL at the current schema, on each backend in turn."""
+    if request.param == "sqlite":
+        with sqlite_database(tmp_path) as url:
+            from kgserver.store import upgrade_database
+
+            upgrade_database(url)
+            yield url
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def database_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], AbstractContextManager[str]]:
+    """``database_factory(backend)`` -> context manager yielding a fresh store URL, for
+    fixtures with a wider scope than one test."""
+
+    def make(backend: str) -> AbstractContextManager[str]:
+        if backend == "sqlite":
+            return sqlite_database(tmp_path_factory.mktemp("db"))
+        if backend == "postgresql":
+            return postgres_database()
+        raise ValueError(f"unknown backend {backend!r}")
+
+    return make
+
+
+@pytest.fixture()
+def empty_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database that was never upgraded (schema behind)."""
+    with postgres_database(upgraded=False) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only datasets and W3C suites next to the repository."""
+    path = SHARED.resolve()
+    if not path.is_dir():
+        pytest.fail(f"{path} (datasets, W3C RDF tests) is missing", pytrace=False)
+    return path
