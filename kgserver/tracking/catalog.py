@@ -35,12 +35,13 @@ def list_models(client: "MlflowClient") -> list[dict[str, Any]]:
     models = []
     for registered in _pages(lambda token: client.search_registered_models(max_results=200, page_token=token)):
         versions = sorted(_versions(client, registered.name), key=lambda v: int(v.version), reverse=True)
+        aliases = {alias: str(version) for alias, version in sorted(registered.aliases.items())}
         models.append(
             {
                 "name": registered.name,
                 "description": registered.description or "",
-                "aliases": {alias: str(version) for alias, version in sorted(registered.aliases.items())},
-                "versions": [_version_summary(version) for version in versions],
+                "aliases": aliases,
+                "versions": [_version_summary(version, aliases) for version in versions],
             }
         )
     return sorted(models, key=lambda model: model["name"])
@@ -53,8 +54,9 @@ def show(client: "MlflowClient", ref: str) -> dict[str, Any]:
     """
     with registry_errors(ref):
         version = _find_version(client, ref)
+        aliases = client.get_registered_model(version.name).aliases
         run = client.get_run(version.run_id) if version.run_id else None
-    detail = _version_summary(version)
+    detail = _version_summary(version, aliases)
     detail.update(
         {
             "name": version.name,
@@ -85,7 +87,7 @@ def promote(client: "MlflowClient", name: str, version: str, alias: str = DEFAUL
 def compare(client: "MlflowClient", name: str) -> dict[str, Any]:
     """All versions of ``name`` side by side: summary metrics and every run parameter."""
     with registry_errors(name):
-        client.get_registered_model(name)
+        aliases = client.get_registered_model(name).aliases
         versions = sorted(_versions(client, name), key=lambda v: int(v.version))
         runs = {v.version: client.get_run(v.run_id) if v.run_id else None for v in versions}
     columns = []
@@ -93,7 +95,7 @@ def compare(client: "MlflowClient", name: str) -> dict[str, Any]:
         run = runs[version.version]
         columns.append(
             {
-                **_version_summary(version),
+                **_version_summary(version, aliases),
                 "metrics": {key: run.data.metrics.get(key) for key in SUMMARY_METRICS} if run else {},
                 "params": dict(run.data.params) if run else {},
             }
@@ -119,11 +121,13 @@ def _find_version(client: "MlflowClient", ref: str) -> "ModelVersion":
     raise ModelNotFound(f"{ref!r} is not a registered model reference (NAME, NAME@ALIAS or NAME/VERSION)")
 
 
-def _version_summary(version: "ModelVersion") -> dict[str, Any]:
+def _version_summary(version: "ModelVersion", aliases: dict[str, Any]) -> dict[str, Any]:
+    """The version's list-row; ``aliases`` is the registered model's alias -> version map
+    (MLflow's version search leaves a version's own alias list empty)."""
     test_mrr = version.tags.get("test_mrr")
     return {
         "version": str(version.version),
-        "aliases": sorted(version.aliases or []),
+        "aliases": sorted(alias for alias, number in aliases.items() if str(number) == str(version.version)),
         "test_mrr": float(test_mrr) if test_mrr is not None else None,
         "graph": version.tags.get("graph"),
         "model_type": version.tags.get("model_type"),

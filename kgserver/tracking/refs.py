@@ -13,10 +13,13 @@ import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 from kgserver.errors import ModelNotFound, TrackingUnavailable
 from kgserver.tracking.backend import client_for, fail_fast, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 MODEL_ARTIFACT = "model"  # the run's logged model (MLflow pyfunc flavor)
 BUNDLE_SUBPATH = "data/bundle"  # where the bundle sits inside that model's artifacts
@@ -82,22 +85,49 @@ def resolve(ref: str, tracking_uri: str | None = None) -> str:
 
 def fetch_bundle(version: str, destination: Path, tracking_uri: str | None = None) -> Path:
     """Download the bundle of a resolved ``NAME/VERSION`` or ``runs:/`` version into ``destination``."""
-    import mlflow
-
     uri = resolve_tracking_uri(tracking_uri)
     parsed = parse_ref(version)
-    if parsed.kind == "version":
-        source = f"models:/{parsed.name}/{parsed.version}/{BUNDLE_SUBPATH}"
-    elif parsed.kind == "run":
-        source = f"runs:/{parsed.run_id}/{parsed.path}/{BUNDLE_SUBPATH}"
-    else:
+    if parsed.kind not in ("version", "run"):
         raise ValueError(f"fetch_bundle needs a resolved registry or run version, got {version!r}")
     destination.mkdir(parents=True, exist_ok=True)
     with registry_errors(version, fast=False):
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=str(destination), tracking_uri=uri, registry_uri=uri
+        if parsed.kind == "version":
+            # The version's storage location, not "models:/..." (which MLflow resolves
+            # through the process-global registry URI rather than this one).
+            location = client_for(uri).get_model_version_download_uri(parsed.name, parsed.version)
+            source = f"{location.rstrip('/')}/{BUNDLE_SUBPATH}"
+            return Path(_download(source, destination, uri))
+        location = _logged_model_location(client_for(uri), parsed.run_id, parsed.path)
+        return Path(_download(f"{location.rstrip('/')}/{BUNDLE_SUBPATH}", destination, uri))
+
+
+def _logged_model_location(client: "MlflowClient", run_id: str, name: str) -> str:
+    """Artifact location of the model ``name`` logged by run ``run_id``.
+
+    Looked up here rather than through a ``runs:/`` download, which MLflow resolves
+    via the process-global tracking URI.
+    """
+    experiment_id = client.get_run(run_id).info.experiment_id
+    quoted = name.replace("'", "\\'")
+    token = None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[experiment_id], filter_string=f"name = '{quoted}'", page_token=token
         )
-    return Path(local)
+        for model in page:
+            if model.source_run_id == run_id:
+                return model.artifact_location
+        token = page.token
+        if not token:
+            raise ModelNotFound(f"run {run_id} logged no model named {name!r}")
+
+
+def _download(source: str, destination: Path, uri: str) -> str:
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(destination), tracking_uri=uri, registry_uri=uri
+    )
 
 
 @contextmanager

@@ -154,7 +154,7 @@ class TrainingRun:
         except BaseException:
             self.client.finalize_logged_model(logged.model_id, "FAILED")
             raise
-        version = self._register(metrics["test_mrr"])
+        version = self._register(metrics["test_mrr"], logged.artifact_location)
         self.registered_version = f"{self.register_as}/{version}"
         return self.registered_version
 
@@ -182,7 +182,13 @@ class TrainingRun:
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
-    def _register(self, test_mrr: float) -> str:
+    def _register(self, test_mrr: float, source: str) -> str:
+        """Create the model version from the logged model's artifacts.
+
+        ``source`` is the artifact location itself, not ``models:/<model id>``: MLflow's
+        SQL registry resolves the latter through the process-global tracking URI, which
+        is not the store this client writes to.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
@@ -196,7 +202,7 @@ class TrainingRun:
             )
         version = self.client.create_model_version(
             self.register_as,
-            source=f"models:/{self.model_id}",
+            source=source,
             run_id=self.run_id,
             tags={"graph": self.snapshot.name, "model_type": self.model_type, "test_mrr": f"{test_mrr:.6f}"},
             model_id=self.model_id,
