@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 EMBEDDED_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
-CHECK_TIMEOUT_SECONDS = 5
+CHECK_TIMEOUT_SECONDS = 15  # a refused connection fails at once; this bounds a hung server
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 # kgserver does not report usage to MLflow's telemetry service on a user's behalf, and

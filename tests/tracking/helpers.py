@@ -124,10 +124,15 @@ def script(name: str) -> str:
 
 
 @contextmanager
-def serving_process(command: list[str], url: str, log_path: Path, env: dict[str, str], timeout: float = 180) -> Iterator[subprocess.Popen]:
-    """Start ``command`` in its own process group, wait until ``url`` answers 200, stop it after."""
+def serving_process(
+    command: list[str], url: str, log_path: Path, env: dict[str, str], timeout: float = 180
+) -> Iterator[subprocess.Popen]:
+    """Start ``command`` in its own process group (working directory: the log's folder),
+    wait until ``url`` answers 200, and stop the whole group afterwards."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + timeout
             while True:
