@@ -22,7 +22,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kgserver.errors import ConfigurationError
-from kgserver.proto.v1 import kgserver_pb2_grpc as pb_grpc
 from kgserver.serving.auth import TokenAuthInterceptor, read_token
 from kgserver.serving.holder import Builder, ModelHolder, Resolver
 from kgserver.serving.scorer import BatchScorer
@@ -90,7 +89,9 @@ class KGServer:
         servicer = KnowledgeGraphCompletion(
             self.holder, self.scorer, max_k=config.max_k, max_batch=config.max_batch
         )
-        pb_grpc.add_KnowledgeGraphCompletionServicer_to_server(servicer, self.server)
+        handlers = servicer.method_handlers()
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        self.server.add_registered_method_handlers(SERVICE_NAME, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

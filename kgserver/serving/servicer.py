@@ -4,6 +4,12 @@ All computing happens in the holder's :class:`ServedModel` and the batching
 scorer; this module checks request limits, turns IRIs into ids and results into
 messages, and maps typed errors to status codes. A client never sees a stack
 trace: anything unexpected is logged here and answered with ``INTERNAL``.
+
+Requests arrive as raw bytes and are parsed here rather than by grpc: bytes that
+are not a valid message are then an ``INVALID_ARGUMENT`` like any other bad
+input, and grpc's own failure path for undecodable requests (which answers
+``INTERNAL`` and was measured to leak about 19 KiB per call in grpcio 1.85) is
+never taken.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 from typing import Any, Callable, Sized
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from kgserver.errors import ModelNotFound, UnknownEntity, UnknownRelation
 from kgserver.proto.v1 import kgserver_pb2 as pb
@@ -39,23 +46,43 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
 ]
 
 
-def _translated(method: Callable[[Any, Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-    """Answer typed errors with their status code and anything else with a logged INTERNAL."""
+Method = Callable[[Any, Any, grpc.ServicerContext], Any]
 
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except Exception as error:
-            code = next((code for kind, code in _STATUS if isinstance(error, kind)), None)
-            if code is None:
-                log.exception("%s failed", method.__name__)
-                code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
-            else:
-                message = str(error)
-        context.abort(code, message)
 
-    return wrapper
+def _rpc(request_class: type[Message]) -> Callable[[Method], Method]:
+    """Parse the raw request, run the method, and translate its errors into status codes.
+
+    Typed errors get their status code and message; anything else is logged with
+    its traceback and answered with a bare INTERNAL.
+    """
+
+    def decorate(method: Method) -> Method:
+        @functools.wraps(method)
+        def wrapper(self: Any, raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return method(self, _parse(request_class, raw), context)
+            except Exception as error:
+                code, message = _status_of(error, method.__name__)
+            context.abort(code, message)
+
+        return wrapper
+
+    return decorate
+
+
+def _parse(request_class: type[Message], raw: bytes) -> Any:
+    try:
+        return request_class.FromString(raw)
+    except DecodeError:
+        raise InvalidRequest(f"the request is not a valid {request_class.DESCRIPTOR.full_name}") from None
+
+
+def _status_of(error: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    code = next((code for kind, code in _STATUS if isinstance(error, kind)), None)
+    if code is None:
+        log.error("%s failed", method, exc_info=error)
+        return grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    return code, str(error)
 
 
 class KnowledgeGraphCompletion(pb_grpc.KnowledgeGraphCompletionServicer):
@@ -67,15 +94,27 @@ class KnowledgeGraphCompletion(pb_grpc.KnowledgeGraphCompletionServicer):
         self.max_k = max_k
         self.max_batch = max_batch
 
-    @_translated
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Handlers of every RPC of the service, taking raw request bytes (see the module doc)."""
+        service = pb.DESCRIPTOR.services_by_name["KnowledgeGraphCompletion"]
+        return {
+            method.name: grpc.unary_unary_rpc_method_handler(
+                getattr(self, method.name),
+                request_deserializer=None,
+                response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            )
+            for method in service.methods
+        }
+
+    @_rpc(pb.PredictRequest)
     def PredictTails(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         return self._predict(request, inverse=False)
 
-    @_translated
+    @_rpc(pb.PredictRequest)
     def PredictHeads(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         return self._predict(request, inverse=True)
 
-    @_translated
+    @_rpc(pb.ScoreTriplesRequest)
     def ScoreTriples(
         self, request: pb.ScoreTriplesRequest, context: grpc.ServicerContext
     ) -> pb.ScoreTriplesResponse:
@@ -88,7 +127,7 @@ class KnowledgeGraphCompletion(pb_grpc.KnowledgeGraphCompletionServicer):
         scores = self.scorer.score_triples(served, heads, relations, tails)
         return pb.ScoreTriplesResponse(scores=scores, model_version=served.version)
 
-    @_translated
+    @_rpc(pb.GetEntityEmbeddingsRequest)
     def GetEntityEmbeddings(
         self, request: pb.GetEntityEmbeddingsRequest, context: grpc.ServicerContext
     ) -> pb.GetEntityEmbeddingsResponse:
@@ -99,7 +138,7 @@ class KnowledgeGraphCompletion(pb_grpc.KnowledgeGraphCompletionServicer):
         embeddings = [pb.Embedding(entity=iri, values=row) for iri, row in zip(iris, rows)]
         return pb.GetEntityEmbeddingsResponse(embeddings=embeddings, model_version=served.version)
 
-    @_translated
+    @_rpc(pb.ListModelsRequest)
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         models = [
             pb.ModelInfo(is_default=served.ref == self.holder.default_ref, **served.info())

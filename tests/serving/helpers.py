@@ -116,3 +116,54 @@ def running_server(bundles: dict[str, tuple[Path, str]], **options: object) -> I
         yield server
     finally:
         server.stop(grace=1)
+
+
+class ServerProcess:
+    """``kgserver serve`` as a child process (the real CLI), on a free loopback port.
+
+    The port is read from the server's own log line, so no port is guessed.
+    """
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        command = [str(Path(sys.executable).parent / "kgserver"), "serve", "--port", "0", *args]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.address = self._wait_until_ready()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_until_ready(self, timeout: float = 180.0) -> str:
+        import re
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kgserver serve exited with {self.process.returncode}:\n{text}")
+            listening = re.search(r"listening on (\S+:\d+)", text)
+            if listening and "ready (pid" in text:
+                return listening.group(1)
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"kgserver serve did not become ready:\n{self.log()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        code = self.process.wait(timeout)
+        self._log.close()
+        return code

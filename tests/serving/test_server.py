@@ -154,11 +154,12 @@ def test_bad_requests_get_their_status_code(
     assert "Traceback" not in raised.value.details()
 
 
-def test_garbage_bytes_do_not_crash_the_server(channel: grpc.Channel, server: KGServer) -> None:
+def test_undecodable_requests_are_invalid_arguments(channel: grpc.Channel, server: KGServer) -> None:
     call = channel.unary_unary("/kgserver.v1.KnowledgeGraphCompletion/PredictTails")
     with pytest.raises(grpc.RpcError) as raised:
         call(b"\xff\xfe not a protobuf \x00\x01", timeout=10)
-    assert raised.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid kgserver.v1.PredictRequest" in raised.value.details()
     with KGClient(server.address) as client:
         assert client.predict_tails([(entity(1), relation(1))], k=2).model_version == "toy/1"
 
