@@ -128,17 +128,21 @@ def _summary_line(summary: ImportSummary) -> str:
     )
 
 
-@graphs_app.callback(invoke_without_command=True)
+GRAPHS_HELP = """List the graphs with entity, relation and triple counts per split, or delete one.
+
+Counts follow what training reads: entities are the nodes of non-literal triples,
+and literal-valued triples (labels, attributes) are counted apart. Use
+`kgserver graphs delete NAME` to remove a graph.
+"""
+
+
+@graphs_app.callback(invoke_without_command=True, help=GRAPHS_HELP)
 def graphs_command(
     ctx: typer.Context,
     db: Optional[str] = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """List the graphs with entity, relation and triple counts per split.
-
-    Counts follow what training reads: entities are the nodes of non-literal
-    triples, and literal-valued triples (labels, attributes) are counted apart.
-    """
+    """List the graphs (see GRAPHS_HELP); does nothing when a subcommand runs."""
     if ctx.invoked_subcommand is not None:
         return
     from kgserver.store import open_store

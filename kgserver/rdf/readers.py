@@ -158,9 +158,10 @@ def tsv_batches(
             if len(fields) != 3 or not all(fields):
                 if len(fields) == 1 and not fields[0]:
                     continue
+                problem = f"got {len(fields)} field(s)" if len(fields) != 3 else "a field is empty"
                 raise ImportSyntaxError(
                     path, line_number,
-                    f"expected head<TAB>relation<TAB>tail, got {len(fields)} field(s): {raw_line[:200]!r}",
+                    f"expected head<TAB>relation<TAB>tail, {problem}: {raw_line[:200]!r}",
                 )
             head_text, relation_text, tail_text = (field.decode("utf-8") for field in fields)
             head = entity_ids.get(head_text)
