@@ -93,22 +93,24 @@ def train_model(snapshot: Snapshot, seed: int, epochs: int = 8) -> KGModel:
     return model.eval()
 
 
-def bundle_source(bundles: dict[str, tuple[Path, str]]):  # type: ignore[no-untyped-def]
+def bundle_source(bundles: dict[str, tuple[Path, str]], store_url: str | None = None):  # type: ignore[no-untyped-def]
     """``(resolve, build)`` serving fixed bundle directories under fixed version names."""
 
     def resolve(ref: str) -> str:
         return bundles[ref][1]
 
     def build(ref: str, version: str) -> ServedModel:
-        return ServedModel.build(ref, load_bundle(bundles[ref][0], version=version))
+        return ServedModel.build(ref, load_bundle(bundles[ref][0], version=version), store_url=store_url)
 
     return resolve, build
 
 
 @contextlib.contextmanager
-def running_server(bundles: dict[str, tuple[Path, str]], **options: object) -> Iterator[KGServer]:
+def running_server(
+    bundles: dict[str, tuple[Path, str]], store_url: str | None = None, **options: object
+) -> Iterator[KGServer]:
     """A started, loaded server on a free loopback port; stopped afterwards."""
-    resolve, build = bundle_source(bundles)
+    resolve, build = bundle_source(bundles, store_url)
     server = KGServer(ServeConfig(models=list(bundles), port=0, **options), resolve, build)  # type: ignore[arg-type]
     server.start()
     try:
