@@ -15,6 +15,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path, ti
     with Agg whatever the session's backend: training runs on servers without a display.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(10, 4), dpi=100)
     loss_axes, valid_axes = figure.subplots(1, 2)
@@ -25,6 +26,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path, ti
     valid_axes.set_ylim(0.0, 1.0)
     for axes in (loss_axes, valid_axes):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
