@@ -8,12 +8,17 @@ For every edge ``(u, r, v)`` the source is composed with the relation,
     h_v' = act(BN((W_O m_O(v) + W_I m_I(v) + W_S phi(h_v, e_loop)) / 3 + b))
     e_r' = W_rel e_r
 
-where ``m_O(v)`` / ``m_I(v)`` are the incoming composed messages of each
-direction averaged over ``v``'s in-degree. Because the transform is linear it is
-applied after aggregation (once per node, not per edge): each edge writes its
-message into its direction's slot of a ``[E, 2, d]`` tensor, one mean
-aggregation gives ``[N, 2, d]``, and a single ``2d -> d`` linear map is
-``[W_O W_I]``.
+where ``m_O(v)`` / ``m_I(v)`` sum the composed messages of each direction,
+divided by ``v``'s in-degree (a mean that a sampled block reproduces exactly).
+
+Because ``W_O`` and ``W_I`` are linear they are applied after aggregation, once
+per node rather than once per edge. The direction goes into the features: each
+relation's embedding is placed in slot 0 (original) or 1 (inverse) of a
+``[2, d]`` array, the other slot zero, so one DGL ``u_mul_e`` + mean over
+incoming edges yields both directions' sums at once, ``[N, 2, d]``, without
+materialising per-edge messages. ``corr`` is aggregated in the frequency
+domain (``corr(a, b) = irfft(conj(rfft a) * rfft b)`` is linear in each
+argument), so FFTs run per node and per relation, never per edge.
 """
 
 from __future__ import annotations
@@ -75,11 +80,7 @@ class CompGCNConv(nn.Module):
     def forward(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> tuple[Tensor, Tensor]:
         """Update the destination nodes and every relation embedding."""
         with graph.local_scope():
-            graph.srcdata["h"] = h_src
-            graph.edata["r"] = rel[graph.edata["rel"]]
-            graph.apply_edges(self._directed_message)
-            graph.update_all(fn.copy_e("m", "m"), fn.mean("m", "agg"))
-            neighbours = self.w_direction(graph.dstdata["agg"].flatten(1))
+            neighbours = self.w_direction(self.directional_mean(graph, h_src, rel).flatten(1))
         h_dst = h_src[: graph.num_dst_nodes()]
         itself = self.w_self(compose(h_dst, self.loop_relation, self.composition))
         out = self.norm((neighbours + itself) / 3 + self.bias)
@@ -87,8 +88,41 @@ class CompGCNConv(nn.Module):
             out = self.activation(out)
         return out, self.w_relation(rel)
 
-    def _directed_message(self, edges: dgl.udf.EdgeBatch) -> dict[str, Tensor]:
-        """``phi(h_u, e_r)`` in slot 0 for original edges and slot 1 for inverse edges."""
-        message = compose(edges.src["h"], edges.data["r"], self.composition)
-        inverse = (edges.data["rel"] >= self.num_base_rels).unsqueeze(1)
-        return {"m": torch.stack([message.masked_fill(inverse, 0), message.masked_fill(~inverse, 0)], dim=1)}
+    def directional_mean(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> Tensor:
+        """``[N_dst, 2, d]``: the composed incoming messages of original (0) and inverse (1)
+        edges, summed per direction and divided by the node's in-degree."""
+        rel_types = graph.edata["rel"]
+        inverse = torch.arange(rel.shape[0], device=rel.device) >= self.num_base_rels
+        slots = torch.stack([~inverse, inverse], dim=1).to(rel.dtype)  # [2R, 2] one-hot direction
+        if self.composition == "corr":
+            return self._frequency_domain_correlation(graph, h_src, rel, slots)
+        graph.srcdata["h"] = h_src.unsqueeze(1)  # [N, 1, d]
+        graph.edata["r"] = (slots.unsqueeze(2) * rel.unsqueeze(1))[rel_types]  # [E, 2, d]
+        if self.composition == "mult":
+            graph.update_all(fn.u_mul_e("h", "r", "m"), fn.mean("m", "agg"))
+            return graph.dstdata["agg"]
+        # sub: sum(h_u - e_r) = sum(h_u) - sum(e_r), each per direction
+        graph.edata["slot"] = slots[rel_types].unsqueeze(2)  # [E, 2, 1]
+        graph.update_all(fn.u_mul_e("h", "slot", "m"), fn.mean("m", "h_agg"))
+        graph.update_all(fn.copy_e("r", "m"), fn.mean("m", "r_agg"))
+        return graph.dstdata["h_agg"] - graph.dstdata["r_agg"]
+
+    @staticmethod
+    def _frequency_domain_correlation(graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, slots: Tensor) -> Tensor:
+        """Sum ``conj(H_u) * R_r`` over edges as the four real products of (re, im) parts.
+
+        With ``H = a + ib`` and ``R = c + id``: ``conj(H) R = (ac + bd) + i(ad - bc)``.
+        One broadcasting ``u_mul_e`` of ``[2, 1, k]`` node spectra with ``[1, 2, k]``
+        relation spectra gives all four products, summed per direction.
+        """
+        dim = h_src.shape[-1]
+        h_spectrum = torch.view_as_real(torch.fft.rfft(h_src, dim=-1)).transpose(1, 2)  # [N, 2, k]
+        r_spectrum = torch.view_as_real(torch.fft.rfft(rel, dim=-1)).transpose(1, 2)  # [2R, 2, k]
+        graph.srcdata["h"] = h_spectrum[:, None, :, None, :]  # [N, 1, 2, 1, k]
+        slotted = slots[:, :, None, None, None] * r_spectrum[:, None, None, :, :]  # [2R, 2, 1, 2, k]
+        graph.edata["r"] = slotted[graph.edata["rel"]]
+        graph.update_all(fn.u_mul_e("h", "r", "m"), fn.mean("m", "agg"))
+        products = graph.dstdata["agg"]  # [N, direction, (a, b), (c, d), k]
+        real = products[:, :, 0, 0] + products[:, :, 1, 1]
+        imag = products[:, :, 0, 1] - products[:, :, 1, 0]
+        return torch.fft.irfft(torch.complex(real, imag), n=dim, dim=-1)

@@ -11,7 +11,8 @@ import torch
 from kgserver.registry import KGModel
 from kgserver_plugins.decoders import ConvE, DistMult
 from kgserver_plugins.graphs import drop_edges
-from kgserver_plugins.layers.compgcn_conv import circular_correlation
+from kgserver_plugins.layers.compgcn_conv import CompGCNConv, circular_correlation, compose
+from kgserver_plugins.layers.rgcn_conv import RelGraphConv
 
 
 def test_gatv2_attention_sums_to_one_over_incoming_edges(build_model: Callable[..., KGModel], graph: dgl.DGLGraph) -> None:
@@ -82,3 +83,35 @@ def test_drop_edges_keeps_nodes_features_and_block_structure(graph: dgl.DGLGraph
     assert block.num_edges() < blocks[0].num_edges()
     with pytest.raises(ValueError, match="edge dropout"):
         drop_edges(graph, 1.0)
+
+
+@pytest.mark.parametrize("composition", ["sub", "mult", "corr"])
+def test_compgcn_directional_mean_matches_per_edge_messages(composition: str, graph: dgl.DGLGraph) -> None:
+    """The fused aggregation equals composing every edge and averaging per direction."""
+    num_base_rels = int(graph.edata["rel"].max()) // 2 + 1
+    layer = CompGCNConv(12, 12, num_base_rels, composition=composition)
+    h, rel = torch.randn(graph.num_nodes(), 12), torch.randn(2 * num_base_rels, 12)
+    src, dst = graph.edges()
+    messages = compose(h[src], rel[graph.edata["rel"]], composition)
+    direction = (graph.edata["rel"] >= num_base_rels).long()
+    expected = torch.zeros(graph.num_nodes(), 2, 12).index_put_((dst, direction), messages, accumulate=True)
+    expected /= graph.in_degrees().clamp(min=1).view(-1, 1, 1).float()
+    with graph.local_scope():
+        torch.testing.assert_close(layer.directional_mean(graph, h, rel), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("regularizer", ["basis", "bdd"])
+def test_rgcn_aggregation_matches_per_edge_relation_weights(regularizer: str, graph: dgl.DGLGraph) -> None:
+    num_rels = int(graph.edata["rel"].max()) + 1
+    layer = RelGraphConv(12, 12, num_rels, regularizer=regularizer, num_bases=3)
+    if regularizer == "basis":
+        weights = torch.einsum("rb,bio->rio", layer.coefficients, layer.bases)
+    else:
+        weights = torch.stack([torch.block_diag(*blocks) for blocks in layer.blocks])
+    h = torch.randn(graph.num_nodes(), 12)
+    src, dst = graph.edges()
+    messages = torch.einsum("ei,eio->eo", h[src], weights[graph.edata["rel"]])
+    expected = torch.zeros(graph.num_nodes(), 12).index_add_(0, dst, messages)
+    expected = expected / graph.in_degrees().clamp(min=1).unsqueeze(1).float() + layer.self_loop(h)
+    out, rel = layer(graph, h, torch.zeros(num_rels, 12))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
