@@ -103,7 +103,11 @@ class TrainingRun:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         params = {"model_type": model_type, **model.hparams.to_dict()}
         params.update({f"train.{key}": value for key, value in _as_dict(train_config).items()})
-        client.log_batch(run.info.run_id, params=[Param(key, _param_value(value)) for key, value in params.items()])
+        try:
+            client.log_batch(run.info.run_id, params=[Param(key, _param_value(value)) for key, value in params.items()])
+        except BaseException:
+            client.set_terminated(run.info.run_id, status="FAILED")
+            raise
         return cls(
             client,
             uri,
@@ -122,14 +126,24 @@ class TrainingRun:
         """Log final metrics, curves, config and model; register the model version.
 
         ``result`` is a training result with ``model`` (best checkpoint), ``metrics``
-        (flat ``test_*``/``valid_*`` keys) and ``history`` (per-epoch dicts). Returns
-        the registered ``NAME/VERSION``.
+        (flat ``test_*``/``valid_*`` keys) and ``history`` (per-epoch dicts); its
+        ``best_epoch``, ``mode`` and ``stop_reason``, where it has them, become
+        ``training.*`` tags. Returns the registered ``NAME/VERSION``.
         """
+        from mlflow.entities import RunTag
+
         metrics = dict(result.metrics)
         if "test_mrr" not in metrics:
             raise ValueError("the training result has no test_mrr; nothing to register a version by")
         history = list(result.history)
         last_epoch = max((int(row["epoch"]) for row in history), default=0)
+        outcome = {
+            f"training.{key}": str(getattr(result, key))
+            for key in ("best_epoch", "mode", "stop_reason")
+            if getattr(result, key, None) is not None
+        }
+        if outcome:
+            self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in outcome.items()])
         logged = self.client.create_logged_model(
             self.experiment_id,
             name=MODEL_ARTIFACT,

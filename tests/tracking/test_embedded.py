@@ -244,3 +244,24 @@ def test_untracked_bundle_saves_under_home_and_loads_by_path(home: Path, snapsho
     loaded = models.load(str(path))
     assert loaded.version == str(path)
     assert torch.equal(loaded.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]), tail_scores(result.model, snapshot))
+
+
+def test_ui_with_a_tracking_server_points_to_it(home: Path) -> None:
+    out = cli("ui", "--tracking-uri", "http://127.0.0.1:5999")
+    assert "http://127.0.0.1:5999 is an MLflow server with its own UI" in out
+
+
+def test_training_that_raises_leaves_a_failed_run_and_no_version(tracked: SimpleNamespace, snapshot: Snapshot) -> None:
+    from kgserver.tracking import TrainingRun
+
+    from .helpers import TrainConfig, new_model
+
+    run = TrainingRun.start(new_model(snapshot), snapshot, TrainConfig(), register_as="never-registered")
+    with pytest.raises(RuntimeError, match="diverged"):
+        with run:
+            run.on_epoch_end(1, {"loss": 0.9})
+            raise RuntimeError("diverged")
+    recorded = tracked.client.get_run(run.run_id)
+    assert recorded.info.status == "FAILED" and recorded.data.metrics["loss"] == pytest.approx(0.9)
+    assert run.registered_version is None
+    assert "never-registered" not in {m.name for m in tracked.client.search_registered_models()}
