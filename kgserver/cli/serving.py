@@ -71,7 +71,11 @@ def serve(
         "by themselves while a previous one is being computed.",
     ),
     grace_seconds: float = typer.Option(20.0, "--grace-seconds", help="Drain time for in-flight calls on shutdown."),
-    torch_threads: int = typer.Option(0, "--torch-threads", help="Threads for tensor math (0: one per CPU core)."),
+    torch_threads: int = typer.Option(
+        0,
+        "--torch-threads",
+        help="Threads for tensor math (0: one per CPU core but one, which request handling needs).",
+    ),
 ) -> None:
     """Serve link prediction and embeddings over gRPC, following registry aliases.
 
@@ -90,7 +94,7 @@ def serve(
     from kgserver.serving.source import registry_source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+    torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 1) - 1))
     config = ServeConfig(
         models=model,
         host=host,

@@ -142,6 +142,11 @@ class KGServer:
         self.server.stop(self.config.grace_seconds if grace is None else grace).wait()
         self.scorer.close()
         self.holder.stop()
+        stats = self.scorer.stats
+        log.info(
+            "scorer: %d requests in %d batches (mean %.1f queries per batch)",
+            stats.jobs, stats.batches, stats.mean_batch_rows,
+        )
         log.info("stopped")
 
     def wait(self) -> None:
