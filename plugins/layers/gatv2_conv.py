@@ -11,6 +11,10 @@ node's incoming edges, messages ``W_m [h_u || e_r]`` carry the relation, and::
 
     h_v' = act(W_self h_v + concat_k sum_{(u, r, v)} alpha_k(u, r, v) W_m^k [h_u || e_r])
 
+The message sum is split the same way: ``sum alpha W_m^src h_u`` is one fused
+``u_mul_e`` over the edges, and ``sum alpha W_m^rel e_r`` groups the attention
+mass per (node, relation) first, so no per-edge message is materialised.
+
 The weights of the last forward pass are kept in ``last_attention`` (``[E, heads]``,
 in the order of the graph's edges) so that predictions can be explained.
 """
@@ -62,24 +66,24 @@ class RelGATv2Conv(nn.Module):
         h_dst = h_src[: graph.num_dst_nodes()]
         rel_types = graph.edata["rel"]
         with graph.local_scope():
-            graph.srcdata.update({"a_src": self.attend_src(h_src).view(heads), "m_src": self.message_src(h_src).view(heads)})
+            graph.srcdata["a_src"] = self.attend_src(h_src).view(heads)
+            graph.srcdata["m_src"] = self.message_src(h_src).view(heads)
             graph.dstdata["a_dst"] = self.attend_dst(h_dst).view(heads)
             graph.edata["a_rel"] = self.attend_rel(rel)[rel_types].view(heads)
-            graph.edata["m_rel"] = self.message_rel(rel)[rel_types].view(heads)
             graph.apply_edges(fn.u_add_v("a_src", "a_dst", "a_nodes"))
             hidden = F.leaky_relu(graph.edata["a_nodes"] + graph.edata["a_rel"], self.negative_slope)
             alpha = edge_softmax(graph, (hidden * self.attention).sum(-1))  # [E, heads]
             self.last_attention = alpha.detach()
-            graph.edata["alpha"] = self.attention_dropout(alpha).unsqueeze(-1)
-            graph.apply_edges(self._weighted_message)
-            graph.update_all(fn.copy_e("m", "m"), fn.sum("m", "agg"))
-            neighbours = graph.dstdata["agg"].flatten(1)
-        out = neighbours + self.w_self(h_dst)
+            alpha = self.attention_dropout(alpha)
+            graph.edata["alpha"] = alpha.unsqueeze(-1)
+            graph.update_all(fn.u_mul_e("m_src", "alpha", "m"), fn.sum("m", "from_nodes"))
+            from_nodes = graph.dstdata["from_nodes"]
+            _, dst = graph.edges()
+        # sum over edges of alpha * W_m^rel e_r, grouped as (attention mass per node and relation) x relation
+        mass = alpha.new_zeros(graph.num_dst_nodes(), rel.shape[0], self.num_heads)
+        mass = mass.index_put((dst, rel_types), alpha, accumulate=True)
+        from_relations = torch.einsum("nrk,rkd->nkd", mass, self.message_rel(rel).view(heads))
+        out = (from_nodes + from_relations).flatten(1) + self.w_self(h_dst)
         if self.activation is not None:
             out = self.activation(out)
         return out, rel
-
-    @staticmethod
-    def _weighted_message(edges: dgl.udf.EdgeBatch) -> dict[str, Tensor]:
-        """``alpha * W_m [h_u || e_r]`` per head."""
-        return {"m": (edges.src["m_src"] + edges.data["m_rel"]) * edges.data["alpha"]}

@@ -12,6 +12,7 @@ from kgserver.registry import KGModel
 from kgserver_plugins.decoders import ConvE, DistMult
 from kgserver_plugins.graphs import drop_edges
 from kgserver_plugins.layers.compgcn_conv import CompGCNConv, circular_correlation, compose
+from kgserver_plugins.layers.gatv2_conv import RelGATv2Conv
 from kgserver_plugins.layers.rgcn_conv import RelGraphConv
 
 
@@ -115,3 +116,27 @@ def test_rgcn_aggregation_matches_per_edge_relation_weights(regularizer: str, gr
     expected = expected / graph.in_degrees().clamp(min=1).unsqueeze(1).float() + layer.self_loop(h)
     out, rel = layer(graph, h, torch.zeros(num_rels, 12))
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gatv2_layer_matches_its_definition_edge_by_edge(graph: dgl.DGLGraph) -> None:
+    """``alpha = softmax_in(a^T LeakyReLU(W [h_u || h_v || e_r]))``, ``h_v' = W_self h_v + sum alpha W_m [h_u || e_r]``."""
+    num_rels, heads, dim = int(graph.edata["rel"].max()) + 1, 2, 8
+    layer = RelGATv2Conv(dim, dim, num_heads=heads, negative_slope=0.2)
+    h, rel = torch.randn(graph.num_nodes(), dim), torch.randn(num_rels, dim)
+    w_attend = torch.cat([layer.attend_src.weight, layer.attend_dst.weight, layer.attend_rel.weight], dim=1)
+    w_message = torch.cat([layer.message_src.weight, layer.message_rel.weight], dim=1)
+    src, dst = graph.edges()
+    types = graph.edata["rel"]
+    hidden = torch.cat([h[src], h[dst], rel[types]], dim=1) @ w_attend.t() + layer.attend_rel.bias
+    hidden = torch.nn.functional.leaky_relu(hidden, 0.2).view(-1, heads, dim // heads)
+    logits = (hidden * layer.attention).sum(-1)
+    messages = (torch.cat([h[src], rel[types]], dim=1) @ w_message.t() + layer.message_rel.bias).view(-1, heads, dim // heads)
+    expected = layer.w_self(h).view(-1, heads, dim // heads).clone()
+    for node in range(graph.num_nodes()):
+        incoming = (dst == node).nonzero().squeeze(1)
+        if len(incoming):
+            alpha = torch.softmax(logits[incoming], dim=0)
+            expected[node] += (alpha.unsqueeze(-1) * messages[incoming]).sum(0)
+    out, same_rel = layer(graph, h, rel)
+    torch.testing.assert_close(out, expected.flatten(1), rtol=1e-4, atol=1e-5)
+    assert same_rel is rel
