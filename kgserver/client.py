@@ -12,6 +12,7 @@ and the generated stubs, so it is cheap to use from any application.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -177,6 +178,25 @@ class KGClient:
             [list(e.values) for e in response.embeddings],
             response.model_version,
         )
+
+    def health(self, wait: float = 0.0) -> str:
+        """The standard health service's status of the whole server: ``"SERVING"``, ``"NOT_SERVING"``,
+        or ``"UNREACHABLE"``; with ``wait``, asks again (up to ``wait`` seconds) until SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout, metadata=self._metadata)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise RequestFailed(error.code(), error.details() or "") from None
+                status = "UNREACHABLE"
+            if status == "SERVING" or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.5)
 
     def list_models(self) -> ServerModels:
         """The models the server answers for, and its limits."""

@@ -294,3 +294,20 @@ def query_embed(
         head = ", ".join(f"{v:.3f}" for v in vector[:4]) + (", ..." if len(vector) > 4 else "")
         table.add_row(entity, str(len(vector)), f"{norm:.4f}", head)
     Console().print(table)
+
+
+@query_app.command("health")
+def query_health(
+    wait: float = typer.Option(0.0, "--wait", help="Keep asking for up to this many seconds until SERVING."),
+    server: str = ServerOption,
+    tls: bool = TlsOption,
+    tls_ca: Optional[Path] = TlsCaOption,
+    auth_token_file: Optional[Path] = TokenFileOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The server's grpc.health.v1 status; exits 0 only when it is SERVING (scripts: --wait 300)."""
+    with _client(server, tls, tls_ca, auth_token_file, timeout=5.0) as client:
+        status = client.health(wait=wait)
+    print(json.dumps({"server": server, "status": status}) if as_json else f"{server}: {status}")
+    if status != "SERVING":
+        raise typer.Exit(1)

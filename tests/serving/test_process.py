@@ -190,3 +190,14 @@ def test_query_cli_prints_the_servers_answers(served: ServerProcess, reference: 
     assert "NOT_FOUND" in unknown.stderr and "urn:missing" in unknown.stderr
     bad_score = run_cli("query", "score", entity(1), relation(0), "--server", served.address, env=env)
     assert bad_score.returncode != 0 and "multiple of 3" in bad_score.stderr
+
+
+def test_query_health_reports_serving_and_unreachable(served: ServerProcess, tmp_path: Path) -> None:
+    env = {"KGSERVER_HOME": str(tmp_path)}
+    ready = run_cli("query", "health", "--server", served.address, "--json", env=env)
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout)["status"] == "SERVING"
+    served.stop()
+    gone = run_cli("query", "health", "--server", served.address, "--wait", "1", env=env)
+    assert gone.returncode == 1
+    assert "UNREACHABLE" in gone.stdout
