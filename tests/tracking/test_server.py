@@ -60,6 +60,7 @@ def test_run_registry_and_load_over_http(server_uri: str, module_home: Path, sna
     recorded = client.get_run(run.run_id)
     assert recorded.info.status == "FINISHED"
     assert recorded.data.metrics["test_mrr"] == pytest.approx(result.metrics["test_mrr"])
+    assert recorded.data.params["model_type"] == "rgcn" and recorded.data.params["train.epochs"] == "2"
     assert len(client.get_metric_history(run.run_id, "loss")) == 2
     assert recorded.data.tags["graph.sha256"] == snapshot.fingerprint()["sha256"]
     assert {a.path for a in client.list_artifacts(run.run_id)} >= {"training_curves.png", "config.json"}
@@ -70,6 +71,12 @@ def test_run_registry_and_load_over_http(server_uri: str, module_home: Path, sna
     listed = runner.invoke(app, ["models", "list", "--json"], env={"MLFLOW_TRACKING_URI": server_uri})
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.output)[0]["aliases"] == {"champion": "1"}
+    shown = runner.invoke(app, ["models", "show", "served-tiny@champion", "--json", "--tracking-uri", server_uri])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["params"]["embedding_dim"] == "16"
+    compared = runner.invoke(app, ["models", "compare", "served-tiny", "--json", "--tracking-uri", server_uri])
+    assert compared.exit_code == 0, compared.output
+    assert json.loads(compared.output)["versions"][0]["metrics"]["test_mrr"] == pytest.approx(result.metrics["test_mrr"])
 
     loaded = models.load("served-tiny@champion", tracking_uri=server_uri)
     assert loaded.version == "served-tiny/1"
