@@ -15,6 +15,7 @@ transaction's dictionary. Memory is the batch plus these dictionaries.
 from __future__ import annotations
 
 import gzip
+import itertools
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -33,6 +34,9 @@ PYOXIGRAPH_FORMATS = {
     "xml": pyoxigraph.RdfFormat.RDF_XML,
     "jsonld": pyoxigraph.RdfFormat.JSON_LD,
 }
+
+# Formats whose statements can carry a graph name (the others are always default-graph).
+DATASET_FORMATS = frozenset({"nq", "trig", "jsonld"})
 
 _CORRUPT_COMPRESSION = (EOFError, gzip.BadGzipFile, zlib.error)
 
@@ -54,7 +58,7 @@ class _DocumentTerms:
         self._path = path
         self._blank_prefix = f"b{sha256[:16]}_"
         self._blank_count = 0
-        self.ids: dict[object, int] = {pyoxigraph.DefaultGraph(): 0}
+        self.ids: dict[object, int] = {}
         self.relation_ids: dict[object, int] = {}
 
     def term(self, term: object) -> int:
@@ -78,6 +82,13 @@ class _DocumentTerms:
         self.ids[term] = term_id
         return term_id
 
+    def context(self, graph_name: object) -> int:
+        """Id of a statement's graph name: 0 for the default graph."""
+        if type(graph_name) is pyoxigraph.DefaultGraph:
+            return 0
+        term_id = self.ids.get(graph_name)
+        return self.term(graph_name) if term_id is None else term_id
+
     def relation(self, predicate: object) -> int:
         """Id of a predicate not seen before in this document."""
         relation_id = self._transaction.relation(predicate.value)  # type: ignore[attr-defined]
@@ -96,38 +107,35 @@ def rdf_batches(
     split: int | None,
     batch_size: int,
 ) -> Iterator[list[TripleRow]]:
-    """Parse an RDF document with pyoxigraph and yield rows of at most ``batch_size``."""
+    """Parse an RDF document with pyoxigraph and yield rows of at most ``batch_size``.
+
+    The per-statement work is one list comprehension per batch: store ids are
+    never 0, so ``known(term) or new(term)`` maps a term in one expression.
+    """
     terms = _DocumentTerms(transaction, path, sha256, format)
-    ids, relation_ids = terms.ids, terms.relation_ids
+    known, new = terms.ids.get, terms.term
+    known_relation, new_relation = terms.relation_ids.get, terms.relation
+    context = terms.context
     graph_id = transaction.graph_id
-    batch: list[TripleRow] = []
-    append = batch.append
     quads = pyoxigraph.parse(stream, PYOXIGRAPH_FORMATS[format], base_iri=base_iri)
     try:
-        for subject, predicate, obj, graph_name in quads:
-            head = ids.get(subject)
-            if head is None:
-                head = terms.term(subject)
-            relation = relation_ids.get(predicate)
-            if relation is None:
-                relation = terms.relation(predicate)
-            tail = ids.get(obj)
-            if tail is None:
-                tail = terms.term(obj)
-            context = ids.get(graph_name)
-            if context is None:
-                context = terms.term(graph_name)
-            append((graph_id, head, relation, tail, context, split))
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-                append = batch.append
+        while batch := list(itertools.islice(quads, batch_size)):
+            if format in DATASET_FORMATS:
+                yield [
+                    (graph_id, known(s) or new(s), known_relation(p) or new_relation(p),
+                     known(o) or new(o), context(g), split)
+                    for s, p, o, g in batch
+                ]
+            else:
+                yield [
+                    (graph_id, known(s) or new(s), known_relation(p) or new_relation(p),
+                     known(o) or new(o), 0, split)
+                    for s, p, o, _ in batch
+                ]
     except SyntaxError as error:
         raise ImportSyntaxError(path, error.lineno, error.msg) from None
     except _CORRUPT_COMPRESSION as error:
         raise ImportSyntaxError(path, None, f"corrupt gzip data: {error}") from None
-    if batch:
-        yield batch
 
 
 def tsv_batches(

@@ -153,6 +153,8 @@ class ImportTransaction:
         self._relations.update(
             (iri, relation_id) for relation_id, iri in driver("SELECT id, iri FROM relations")
         )
+        # Ids start at 1: 0 is the default graph's context, and readers rely on
+        # every real id being true (``known(term) or new(term)``).
         self._next_term = int(driver("SELECT COALESCE(MAX(id), 0) FROM terms").scalar_one()) + 1
         self._next_relation = (
             int(driver("SELECT COALESCE(MAX(id), 0) FROM relations").scalar_one()) + 1

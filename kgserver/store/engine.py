@@ -75,8 +75,3 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
-
-
-def redact(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return make_url(url).render_as_string(hide_password=True)

@@ -4,23 +4,30 @@ The Alembic configuration is built in code (no ``alembic.ini`` lookup relative
 to the working directory), so ``kgserver db upgrade`` works from any directory,
 from a source checkout with an editable install, and from an installed wheel
 that ships the migrations as the ``kgserver_migrations`` package.
+
+Opening a store only needs to know whether the database is at the revision this
+code was written for, which one query answers; Alembic itself (a noticeable part
+of every command's start-up time) is imported only to upgrade or to explain a
+mismatch. ``SCHEMA_REVISION`` must name the newest migration; a test checks it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from kgserver.errors import ConfigurationError, SchemaOutOfDate
-from kgserver.store.engine import redact
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_PACKAGE = "kgserver_migrations"
+SCHEMA_REVISION = "0001"
+"""The Alembic head revision the models in ``kgserver.store.models`` correspond to."""
 
 
 def migrations_dir() -> Path:
@@ -43,6 +50,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the migrations, optionally bound to a connection."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
@@ -51,55 +60,65 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revisions() -> set[str]:
-    """The revisions this kgserver's schema is at when fully upgraded."""
+    """The revisions Alembic's scripts end in (what ``upgrade`` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def current_revisions(connection: Connection) -> set[str]:
+def current_revisions(engine: Engine) -> set[str]:
     """The revisions recorded in the database (empty for a database never upgraded)."""
-    return set(MigrationContext.configure(connection).get_current_heads())
+    with engine.connect() as connection:
+        try:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        except DBAPIError:  # no alembic_version table: nothing was ever applied
+            return set()
+    return {row[0] for row in rows}
 
 
 def upgrade(engine: Engine, revision: str = "head") -> set[str]:
     """Apply the migrations up to ``revision``; returns the revisions now current."""
-    _refuse_unknown(engine)
+    from alembic import command
+
+    _refuse_unknown(engine, current_revisions(engine))
     with engine.connect() as connection:
         # On SQLite take the write lock first: two processes opening a fresh file
         # at once then upgrade one after the other instead of failing.
         connection.execution_options(sqlite_immediate=True)
         command.upgrade(alembic_config(connection), revision)
         connection.commit()
-    with engine.connect() as connection:
-        return current_revisions(connection)
+    return current_revisions(engine)
 
 
 def is_current(engine: Engine) -> bool:
-    """Whether the schema is exactly at head (raises if it is newer than this kgserver)."""
-    current = _refuse_unknown(engine)
-    return current == head_revisions()
+    """Whether the schema is at this kgserver's revision (raises if it is newer)."""
+    current = current_revisions(engine)
+    if current == {SCHEMA_REVISION}:
+        return True
+    _refuse_unknown(engine, current)
+    return False
 
 
 def require_current(engine: Engine) -> None:
-    """Raise :class:`SchemaOutOfDate` unless the schema is at head."""
+    """Raise :class:`SchemaOutOfDate` unless the schema is at this kgserver's revision."""
     if not is_current(engine):
-        url = redact(engine.url.render_as_string(hide_password=False))
+        url = engine.url.render_as_string(hide_password=True)
         raise SchemaOutOfDate(
             f"the database {url} is not at the current kgserver schema; "
             f"run `kgserver db upgrade --db {url}` first"
         )
 
 
-def _refuse_unknown(engine: Engine) -> set[str]:
-    """The current revisions, after checking that this kgserver knows all of them."""
-    with engine.connect() as connection:
-        current = current_revisions(connection)
+def _refuse_unknown(engine: Engine, current: set[str]) -> None:
+    """Raise if the database is at a revision this kgserver's migrations do not contain."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     known = {revision.revision for revision in script.walk_revisions()}
     unknown = current - known
     if unknown:
         raise SchemaOutOfDate(
-            f"the database {redact(engine.url.render_as_string(hide_password=False))} is at "
-            f"schema revision {', '.join(sorted(unknown))}, which this kgserver does not know; "
+            f"the database {engine.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {', '.join(sorted(unknown))}, which this kgserver does not know; "
             "it was upgraded by a newer kgserver"
         )
-    return current

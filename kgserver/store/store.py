@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
 from kgserver.errors import GraphNotFound
 from kgserver.store.bulk import PG_WRITE_LOCK, ImportTransaction
 from kgserver.store.models import SPLIT_NAMES, Graph, ImportRecord, Relation, Term, Triple
-from kgserver.store.terms import RDFS_LABEL, Term as StoredTerm, TermKind, read_value, render, term_key
+from kgserver.store.terms import RDFS_LABEL, Term as StoredTerm, TermKind, read_value, term_key
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _LOOKUP_CHUNK = 500  # bound the number of bind parameters per IN (...) list
 
@@ -149,35 +151,10 @@ class Store:
         attribute values take part in link prediction is the caller's choice.
         A statement present in several RDF named graphs is returned once.
         """
+        from kgserver.store.arrays import read_arrays  # numpy is needed here only
+
         with self.engine.connect() as connection:
-            graph_id = _graph_id(connection, name)
-            rows = _triple_rows(connection, graph_id, include_literals)
-            node_ids, rendered = _graph_nodes(connection, graph_id, include_literals)
-            relation_rows = connection.execute(select(Relation.id, Relation.iri)).all()
-
-        if rows.size and np.any(rows[:, 4] != 0):
-            rows = _distinct_statements(rows)
-        used_nodes = np.unique(np.concatenate([rows[:, 0], rows[:, 2]]))
-        keep = np.isin(node_ids, used_nodes)
-        node_ids = node_ids[keep]
-        rendered = [label for label, kept in zip(rendered, keep) if kept]
-        entities, node_index = _vocabulary(node_ids, rendered)
-
-        used_relations = set(np.unique(rows[:, 1]).tolist())
-        relation_ids = np.array([rid for rid, _ in relation_rows if rid in used_relations], dtype=np.int64)
-        relation_iris = [iri for rid, iri in relation_rows if rid in used_relations]
-        relations, relation_index = _vocabulary(relation_ids, relation_iris)
-
-        triples = np.stack(
-            [node_index(rows[:, 0]), relation_index(rows[:, 1]), node_index(rows[:, 2])], axis=1
-        ).astype(np.int64).reshape(-1, 3)
-        order = np.lexsort((triples[:, 2], triples[:, 1], triples[:, 0]))
-        return StoredGraph(
-            entities=entities,
-            relations=relations,
-            triples=np.ascontiguousarray(triples[order]),
-            splits=rows[order, 3].astype(np.int8),
-        )
+            return read_arrays(connection, _graph_id(connection, name), include_literals)
 
     def labels(self, graph: str, iris: Iterable[str] | None = None) -> dict[str, str]:
         """``rdfs:label`` of IRIs in ``graph`` (all labelled IRIs if ``iris`` is None).
@@ -279,59 +256,6 @@ def _graph_id(connection: Connection, name: str) -> int:
     if graph_id is None:
         raise GraphNotFound(name)
     return int(graph_id)
-
-
-def _triple_rows(connection: Connection, graph_id: int, include_literals: bool) -> np.ndarray:
-    """``[n, 5]`` int64: head, relation, tail, split (-1 none), context."""
-    query = select(
-        Triple.head, Triple.relation, Triple.tail, func.coalesce(Triple.split, -1), Triple.context
-    ).where(Triple.graph_id == graph_id)
-    if not include_literals:
-        query = query.join(Term, Term.id == Triple.tail).where(Term.kind != TermKind.LITERAL)
-    values = itertools.chain.from_iterable(connection.execute(query))
-    return np.fromiter(values, dtype=np.int64).reshape(-1, 5)
-
-
-def _graph_nodes(connection: Connection, graph_id: int, include_literals: bool) -> tuple[np.ndarray, list[str]]:
-    """Ids and rendered strings of the terms in head or tail position in the graph."""
-    used = select(Triple.head).where(Triple.graph_id == graph_id).union(
-        select(Triple.tail).where(Triple.graph_id == graph_id)
-    )
-    query = select(Term.id, Term.kind, Term.value, Term.value_escaped, Term.datatype, Term.lang).where(
-        Term.id.in_(used)
-    )
-    if not include_literals:
-        query = query.where(Term.kind != TermKind.LITERAL)
-    rows = connection.execute(query).all()
-    ids = np.array([row[0] for row in rows], dtype=np.int64)
-    return ids, [
-        render(kind, read_value(value, escaped), datatype, lang)
-        for _, kind, value, escaped, datatype, lang in rows
-    ]
-
-
-def _distinct_statements(rows: np.ndarray) -> np.ndarray:
-    """One row per (head, relation, tail) across named graphs; an assigned split wins."""
-    split_rank = np.where(rows[:, 3] < 0, 3, rows[:, 3])
-    order = np.lexsort((split_rank, rows[:, 2], rows[:, 1], rows[:, 0]))
-    rows = rows[order]
-    first = np.ones(len(rows), dtype=bool)
-    first[1:] = np.any(rows[1:, :3] != rows[:-1, :3], axis=1)
-    return rows[first]
-
-
-def _vocabulary(ids: np.ndarray, names: list[str]):  # type: ignore[no-untyped-def]
-    """Sorted names, and a function mapping database ids to positions in them."""
-    by_name = sorted(range(len(names)), key=names.__getitem__)
-    position = np.empty(len(names), dtype=np.int64)
-    position[by_name] = np.arange(len(names), dtype=np.int64)
-    by_id = np.argsort(ids, kind="stable")
-    sorted_ids = ids[by_id]
-
-    def index(database_ids: np.ndarray) -> np.ndarray:
-        return position[by_id[np.searchsorted(sorted_ids, database_ids)]]
-
-    return [names[i] for i in by_name], index
 
 
 def _language_rank(lang: str | None) -> int:

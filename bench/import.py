@@ -1,0 +1,158 @@
+"""Import benchmark: FB15k-237 as N-Triples into SQLite and PostgreSQL, against rdflib.
+
+    .venv/bin/python bench/import.py [--datasets DIR] [--postgres URL] [--no-postgres]
+
+1. Converts FB15k-237 (train + valid + test, 310,116 lines) to one N-Triples file
+   with Freebase IRIs (``/m/027rn`` -> ``http://rdf.freebase.com/ns/m.027rn``,
+   relation paths likewise: ``/film/film/genre`` -> ``.../ns/film.film.genre``) in
+   a temporary directory.
+2. Runs ``kgserver import`` on it as a separate process into a fresh SQLite file,
+   then again (idempotent re-import), then into a fresh PostgreSQL database (created
+   here, upgraded with ``kgserver db upgrade``, dropped at the end).
+3. Times rdflib's plain ``Graph().parse()`` of the same file, also as a process.
+
+Each process is measured from the outside: wall time (interpreter start to exit,
+i.e. end to end), CPU time, and peak resident memory (``wait4`` rusage). The
+import's own ``seconds`` from ``--json`` (file open to commit) is shown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATASETS = REPO / ".." / "shared" / "datasets" / "fb15k-237"
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+FREEBASE = "http://rdf.freebase.com/ns/"
+KGSERVER = str(Path(sys.executable).with_name("kgserver"))
+
+RDFLIB_PARSE = "import sys, rdflib; g = rdflib.Graph(); g.parse(sys.argv[1], format='nt'); print(len(g))"
+
+
+@dataclass
+class Measured:
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+    stdout: str
+
+
+def freebase_iri(path: str) -> str:
+    """``/m/027rn`` -> ``http://rdf.freebase.com/ns/m.027rn`` (Freebase's RDF naming)."""
+    return FREEBASE + path.strip("/").replace("/", ".")
+
+
+def convert(datasets: Path, target: Path) -> int:
+    """Write every split of FB15k-237 to ``target`` as N-Triples; returns the line count."""
+    count = 0
+    with target.open("w", encoding="utf-8") as out:
+        for split in ("train", "valid", "test"):
+            with gzip.open(datasets / f"{split}.tsv.gz", "rt", encoding="utf-8") as lines:
+                for line in lines:
+                    head, relation, tail = line.rstrip("\n").split("\t")
+                    out.write(f"<{freebase_iri(head)}> <{freebase_iri(relation)}> <{freebase_iri(tail)}> .\n")
+                    count += 1
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS, help="FB15k-237 directory")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="maintenance URL of the PostgreSQL server")
+    parser.add_argument("--no-postgres", action="store_true", help="measure SQLite and rdflib only")
+    args = parser.parse_args()
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+
+    with tempfile.TemporaryDirectory(prefix="kgserver-bench-") as scratch:
+        directory = Path(scratch)
+        source = directory / "fb15k-237.nt"
+        started = time.perf_counter()
+        triples = convert(args.datasets.resolve(), source)
+        print(
+            f"FB15k-237 -> N-Triples: {triples:,} triples, {source.stat().st_size / 1e6:.1f} MB "
+            f"(converted in {time.perf_counter() - started:.1f} s)"
+        )
+        sqlite_url = f"sqlite:///{directory / 'store.db'}"
+        results = {"kgserver import -> SQLite (fresh)": _import(source, sqlite_url)}
+        results["kgserver import -> SQLite (again)"] = _import(source, sqlite_url)
+        if not args.no_postgres:
+            results["kgserver import -> PostgreSQL (fresh)"] = _postgres_import(source, args.postgres)
+        rdflib_run = run([sys.executable, "-c", RDFLIB_PARSE, str(source)])
+        if int(rdflib_run.stdout.strip()) != triples:
+            raise SystemExit(f"rdflib read {rdflib_run.stdout.strip()} triples, expected {triples}")
+
+    for label, (measured, summary) in results.items():
+        print(
+            f"{label:40} {measured.wall:6.2f} s end to end = {triples / measured.wall:9,.0f} triples/s; "
+            f"import phase {summary['seconds']:6.2f} s = {triples / summary['seconds']:9,.0f} triples/s; "
+            f"added {summary['added']:,}, skipped {summary['skipped_duplicates']:,}; "
+            f"CPU {measured.cpu:5.2f} s; peak RSS {measured.peak_rss_mb:6.0f} MB"
+        )
+    print(
+        f"{'rdflib Graph().parse(format=nt)':40} {rdflib_run.wall:6.2f} s end to end = "
+        f"{triples / rdflib_run.wall:9,.0f} triples/s; CPU {rdflib_run.cpu:5.2f} s; "
+        f"peak RSS {rdflib_run.peak_rss_mb:6.0f} MB"
+    )
+    fresh = results["kgserver import -> SQLite (fresh)"][0]
+    print(
+        f"rdflib parse alone takes {rdflib_run.wall / fresh.wall:.1f}x the wall time of the whole "
+        f"kgserver import into SQLite ({rdflib_run.cpu / fresh.cpu:.1f}x its CPU time)"
+    )
+
+
+def run(command: list[str]) -> Measured:
+    """Run ``command``; wall time, CPU time and peak RSS of that process alone (wait4)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"{shlex.join(command)} failed ({process.returncode}):\n{stderr}")
+    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+
+
+def _import(source: Path, url: str) -> tuple[Measured, dict]:
+    measured = run([KGSERVER, "import", str(source), "--graph", "fb15k-237", "--db", url, "--json"])
+    return measured, json.loads(measured.stdout)
+
+
+def _postgres_import(source: Path, maintenance_url: str) -> tuple[Measured, dict]:
+    """Import into a new PostgreSQL database, created and upgraded first, dropped after."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(maintenance_url)
+    name = f"kgserver_bench_{uuid.uuid4().hex[:8]}"
+    connect = dict(host=server.host, port=server.port or 5432, user=server.username,
+                   password=server.password, dbname=server.database, autocommit=True)
+    with psycopg.connect(**connect) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        run([KGSERVER, "db", "upgrade", "--db", url])
+        return _import(source, url)
+    finally:
+        with psycopg.connect(**connect) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
