@@ -114,7 +114,7 @@ def import_files(
             sha256 = sha256_of(path)
             split_code = SPLIT_CODES[planned.split] if planned.split else None
             size = path.stat().st_size
-            triples = added = 0
+            triples = 0
             if on_progress:
                 on_progress(path, 0, size, 0)
             with open_source(path) as (stream, raw):
@@ -131,10 +131,11 @@ def import_files(
                         transaction=transaction, split=split_code, batch_size=batch_size,
                     )
                 for batch in batches:
-                    added += transaction.add_triples(batch)
+                    transaction.add_triples(batch)
                     triples += len(batch)
                     if on_progress:
                         on_progress(path, raw.tell(), size, triples)
+            added = transaction.added()
             transaction.record_source(
                 source=source, sha256=sha256, format=planned.format, split=split_code,
                 base=file_base, triples=triples, added=added,

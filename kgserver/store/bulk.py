@@ -14,6 +14,8 @@ nothing remains, unless it commits.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -107,10 +109,17 @@ class _PostgresBackend:
 class ImportTransaction:
     """Id allocation and batched writes for one import, inside one open transaction.
 
-    Terms are looked up by value (``iri``, ``blank``, ``literal``, ``relation``);
-    ``add_triples`` writes the pending new terms first and then the triples, and
-    returns how many triples were new.
+    Terms are looked up by value (``iri``, ``blank``, ``literal``, ``relation``).
+    ``add_triples`` hands a batch (with the terms that are new since the last one)
+    to a single writer thread and returns at once, so that parsing the next batch
+    overlaps with the database inserting this one: sqlite3 and psycopg release the
+    GIL while the database works. At most ``MAX_PENDING`` batches wait, which
+    bounds memory. ``added()`` waits for the writes so far and returns how many
+    triples were new. The connection is used by the writer only while batches are
+    pending; every other statement runs after ``added()`` has drained them.
     """
+
+    MAX_PENDING = 2
 
     def __init__(self, connection: Connection, graph: str) -> None:
         self._connection = connection
@@ -126,6 +135,9 @@ class ImportTransaction:
         self._new_terms: list[NewTerm] = []
         self._new_relations: list[tuple[int, str, bytes]] = []
         self._load_dictionary()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgserver-import")
+        self._pending: deque[Future[int]] = deque()
+        self._added = 0
 
     def _graph_id(self, name: str) -> tuple[int, bool]:
         """The graph's id, creating the graph (inside this transaction) if it is new."""
@@ -200,17 +212,36 @@ class ImportTransaction:
             self._new_relations.append((relation_id, iri, relation_key(iri)))
         return relation_id
 
-    def add_triples(self, rows: list[TripleRow]) -> int:
-        """Write pending terms, then ``rows``; returns the number of triples that were new."""
-        if self._new_terms:
-            self._backend.insert_terms(self._new_terms)
-            self._new_terms = []
-        if self._new_relations:
-            self._backend.insert_relations(self._new_relations)
-            self._new_relations = []
-        if not rows:
-            return 0
-        return self._backend.insert_triples(rows)
+    def add_triples(self, rows: list[TripleRow]) -> None:
+        """Queue ``rows`` (and the terms allocated since the last call) for writing."""
+        while len(self._pending) >= self.MAX_PENDING:
+            self._added += self._pending.popleft().result()
+        terms, relations = self._new_terms, self._new_relations
+        self._new_terms, self._new_relations = [], []
+        self._pending.append(self._writer.submit(self._write, terms, relations, rows))
+
+    def _write(self, terms: list[NewTerm], relations: list[tuple[int, str, bytes]], rows: list[TripleRow]) -> int:
+        """Writer thread: terms first (triples refer to them), then the triples."""
+        if terms:
+            self._backend.insert_terms(terms)
+        if relations:
+            self._backend.insert_relations(relations)
+        return self._backend.insert_triples(rows) if rows else 0
+
+    def added(self) -> int:
+        """Wait for every queued batch; the number of new triples written since the last call."""
+        while self._pending:
+            self._added += self._pending.popleft().result()
+        added, self._added = self._added, 0
+        return added
+
+    def close(self) -> None:
+        """Stop the writer after its current batch. Called before commit or rollback; on
+        the error path the queued batches' own errors are moot (the transaction rolls back)."""
+        for future in self._pending:
+            future.cancel()
+        self._writer.shutdown(wait=True)
+        self._pending.clear()
 
     def record_source(
         self,
@@ -223,7 +254,9 @@ class ImportTransaction:
         triples: int,
         added: int,
     ) -> None:
-        """Append one file to the import log."""
+        """Append one file to the import log (call ``added()`` first: it drains the writer)."""
+        if self._pending:
+            raise RuntimeError("record_source() while batches are still being written")
         self._connection.execute(
             insert(ImportRecord).values(
                 graph_id=self.graph_id,

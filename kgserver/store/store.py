@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, delete, func, select, text
@@ -45,7 +45,9 @@ class GraphInfo:
     ``entities``, ``relations`` and ``triples`` count what ``read_graph`` returns
     by default (literal-valued triples excluded); ``triples`` maps ``train``,
     ``valid``, ``test`` and ``none`` to counts; ``literal_triples`` counts the
-    excluded literal-valued statements.
+    excluded literal-valued statements. Counts are of stored statements: a triple
+    stated in two RDF named graphs counts twice here and is read once.
+    ``created_at`` is in UTC.
     """
 
     name: str
@@ -69,7 +71,7 @@ class DeletedGraph:
     triples: int
     terms: int
     relations: int
-    sources: int = field(default=0)
+    sources: int
 
 
 class Store:
@@ -106,7 +108,12 @@ class Store:
         with self.engine.connect() as connection:
             connection.execution_options(sqlite_immediate=True)
             with connection.begin():
-                yield ImportTransaction(connection, graph)
+                transaction = ImportTransaction(connection, graph)
+                try:
+                    yield transaction
+                    transaction.added()  # surface any write error before committing
+                finally:
+                    transaction.close()
 
     def delete_graph(self, name: str) -> DeletedGraph:
         """Remove a graph, its import log, and the terms and relations no other graph uses."""
@@ -300,7 +307,8 @@ def _graph_info(connection: Connection, graph_id: int, name: str, created_at: da
     ).scalar_one()
     return GraphInfo(
         name=name,
-        created_at=created_at,
+        # SQLite keeps no time zone; every timestamp kgserver writes is UTC.
+        created_at=created_at if created_at.tzinfo else created_at.replace(tzinfo=timezone.utc),
         entities=int(entities),
         relations=int(relations),
         triples=triples,

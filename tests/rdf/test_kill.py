@@ -14,7 +14,7 @@ from kgserver.store import open_store
 FB15K_TRAIN = 272_115
 
 # Imports FB15k-237's training split, printing the triples read after every batch
-# (each batch is already written inside the still-open transaction).
+# (all but the last two batches are written inside the still-open transaction).
 IMPORTER = """
 import sys
 from kgserver.rdf import import_files
