@@ -110,13 +110,17 @@ class ImportTransaction:
     """Id allocation and batched writes for one import, inside one open transaction.
 
     Terms are looked up by value (``iri``, ``blank``, ``literal``, ``relation``).
-    ``add_triples`` hands a batch (with the terms that are new since the last one)
-    to a single writer thread and returns at once, so that parsing the next batch
-    overlaps with the database inserting this one: sqlite3 and psycopg release the
-    GIL while the database works. At most ``MAX_PENDING`` batches wait, which
-    bounds memory. ``added()`` waits for the writes so far and returns how many
-    triples were new. The connection is used by the writer only while batches are
-    pending; every other statement runs after ``added()`` has drained them.
+    ``add_triples`` writes a batch together with the terms that are new since the
+    last one; ``added()`` returns how many triples were new since it was last asked.
+
+    On PostgreSQL the batch goes to a single writer thread and ``add_triples``
+    returns at once: the server's work on one batch (the INSERT from the staging
+    table) then overlaps with parsing the next, since psycopg releases the GIL
+    while it waits for the server. At most ``MAX_PENDING`` batches wait, which
+    bounds memory, and the connection is used by the writer only while batches are
+    pending (``added()`` drains them). SQLite does its work in-process, releasing
+    the GIL once per row, so a writer thread there only contends for the GIL with
+    the parser (measured: no gain); it writes synchronously.
     """
 
     MAX_PENDING = 2
@@ -127,7 +131,7 @@ class ImportTransaction:
         self._backend: _Backend = (
             _SQLiteBackend(connection) if dialect == "sqlite" else _PostgresBackend(connection)
         )
-        self.graph_id, self.graph_created = self._graph_id(graph)
+        self.graph_id = self._graph_id(graph)
         self._iris: dict[str, int] = {}
         self._blanks: dict[str, int] = {}
         self._literals: dict[tuple[str, str | None, str | None], int] = {}
@@ -135,19 +139,23 @@ class ImportTransaction:
         self._new_terms: list[NewTerm] = []
         self._new_relations: list[tuple[int, str, bytes]] = []
         self._load_dictionary()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgserver-import")
+        self._writer = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgserver-import")
+            if dialect == "postgresql"
+            else None
+        )
         self._pending: deque[Future[int]] = deque()
         self._added = 0
 
-    def _graph_id(self, name: str) -> tuple[int, bool]:
+    def _graph_id(self, name: str) -> int:
         """The graph's id, creating the graph (inside this transaction) if it is new."""
         existing = self._connection.execute(select(Graph.id).where(Graph.name == name)).scalar()
         if existing is not None:
-            return int(existing), False
+            return int(existing)
         created = self._connection.execute(
             insert(Graph).values(name=name, created_at=datetime.now(timezone.utc)).returning(Graph.id)
         )
-        return int(created.scalar_one()), True
+        return int(created.scalar_one())
 
     def _load_dictionary(self) -> None:
         driver = self._connection.exec_driver_sql
@@ -213,15 +221,20 @@ class ImportTransaction:
         return relation_id
 
     def add_triples(self, rows: list[TripleRow]) -> None:
-        """Queue ``rows`` (and the terms allocated since the last call) for writing."""
-        while len(self._pending) >= self.MAX_PENDING:
-            self._added += self._pending.popleft().result()
+        """Write (or on PostgreSQL queue) ``rows`` and the terms allocated since the last call."""
         terms, relations = self._new_terms, self._new_relations
         self._new_terms, self._new_relations = [], []
+        if self._writer is None:
+            self._added += self._write(terms, relations, rows)
+            return
+        while len(self._pending) >= self.MAX_PENDING:
+            self._added += self._pending.popleft().result()
         self._pending.append(self._writer.submit(self._write, terms, relations, rows))
 
-    def _write(self, terms: list[NewTerm], relations: list[tuple[int, str, bytes]], rows: list[TripleRow]) -> int:
-        """Writer thread: terms first (triples refer to them), then the triples."""
+    def _write(
+        self, terms: list[NewTerm], relations: list[tuple[int, str, bytes]], rows: list[TripleRow]
+    ) -> int:
+        """Terms first (triples refer to them), then the triples; returns triples added."""
         if terms:
             self._backend.insert_terms(terms)
         if relations:
@@ -240,7 +253,8 @@ class ImportTransaction:
         the error path the queued batches' own errors are moot (the transaction rolls back)."""
         for future in self._pending:
             future.cancel()
-        self._writer.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
         self._pending.clear()
 
     def record_source(
