@@ -7,9 +7,11 @@ the commands so that ``kgserver --help`` stays fast.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -20,7 +22,7 @@ from kgserver.cli.app import DbOption, JsonOption, app, db_app, graphs_app
 from kgserver.rdf.formats import FORMATS, SPLITS
 
 if TYPE_CHECKING:
-    from kgserver.rdf.importer import ImportSummary
+    from kgserver.rdf.importer import ImportSummary, ProgressCallback
     from kgserver.store import GraphInfo
 
 FormatChoice = enum.Enum("FormatChoice", {name: name for name in ("auto", *FORMATS)}, type=str)  # type: ignore[misc]
@@ -72,21 +74,20 @@ def import_command(
     from kgserver.rdf.importer import import_files
     from kgserver.store import open_store
 
+    options = {"format": format.value, "split": split.value if split else None, "base": base}
     with open_store(db) as store:
         if Console(stderr=True).is_terminal and not json_output:
-            summary = _import_with_progress(store, paths, graph, format.value, split, base)
+            with _progress_bar() as on_progress:
+                summary = import_files(store, paths, graph, on_progress=on_progress, **options)
         else:
-            summary = import_files(
-                store, paths, graph, format=format.value, split=split.value if split else None, base=base
-            )
+            summary = import_files(store, paths, graph, **options)
     typer.echo(json.dumps(summary.to_json()) if json_output else _summary_line(summary))
 
 
-def _import_with_progress(store, paths, graph, format, split, base) -> ImportSummary:  # type: ignore[no-untyped-def]
-    """``import_files`` with a rich progress bar (bytes read, triples, triples/s) per file."""
+@contextmanager
+def _progress_bar() -> Iterator[ProgressCallback]:
+    """A rich progress bar on stderr, one row per file (bytes read, triples, triples/s)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kgserver.rdf.importer import import_files
 
     columns = (
         TextColumn("{task.description}"),
@@ -107,10 +108,7 @@ def _import_with_progress(store, paths, graph, format, split, base) -> ImportSum
             elapsed = max(time.perf_counter() - started[path], 1e-9)
             progress.update(tasks[path], completed=done, triples=triples, rate=triples / elapsed)
 
-        return import_files(
-            store, paths, graph, format=format, split=split.value if split else None, base=base,
-            on_progress=on_progress,
-        )
+        yield on_progress
 
 
 def _summary_line(summary: ImportSummary) -> str:

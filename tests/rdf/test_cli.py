@@ -88,7 +88,7 @@ def test_malformed_file_exits_nonzero_naming_file_and_line(tmp_path: Path) -> No
     bad = tmp_path / "bad.nt"
     bad.write_text("<http://a> <http://b> <http://c> .\n<http://a> <http://b> .\n")
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    result = kgserver("import", str(bad), "--graph", "g", "--db", db)
+    result = kgserver("import", str(bad), "--graph", "g", "--db", db, cwd=tmp_path)  # any cwd
     assert result.returncode == 1
     assert f"{bad}:2:" in unwrap(result.stderr)
     assert "no graphs" in run("graphs", "--db", db)
