@@ -8,6 +8,7 @@ never query SQL inside a loop. Ids are positions in ``entities``/``relations``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import dgl
 import torch
@@ -29,6 +30,29 @@ class Snapshot:
     valid: Tensor
     test: Tensor
     metadata: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Any,
+        graph_name: str,
+        *,
+        include_literals: bool = False,
+        split_ratio: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+    ) -> "Snapshot":
+        """Read ``graph_name`` from ``store``; see :mod:`kgserver.graph.from_store` for the split rules."""
+        from kgserver.graph.from_store import snapshot_from_store
+
+        return snapshot_from_store(
+            store, graph_name, include_literals=include_literals, split_ratio=split_ratio, seed=seed
+        )
+
+    def fingerprint(self) -> dict[str, object]:
+        """Name, sizes and sha256 of vocabularies + id-mapped triples, for run tracking."""
+        from kgserver.graph.from_store import fingerprint
+
+        return fingerprint(self)
 
     @property
     def num_entities(self) -> int:

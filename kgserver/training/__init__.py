@@ -1,0 +1,12 @@
+"""Training link predictors: :func:`train` a plugin model on a :class:`~kgserver.graph.Snapshot`.
+
+1-N BCE with label smoothing or sampled negatives (as the plugin declares),
+Adam with gradient clipping, early stopping on validation MRR, full-graph or
+neighbour-sampled mini-batches (chosen by a memory estimate, or forced).
+"""
+
+from kgserver.training.config import Observer, TrainConfig, TrainResult
+from kgserver.training.runtime import resolve_device, seed_everything
+from kgserver.training.trainer import train
+
+__all__ = ["Observer", "TrainConfig", "TrainResult", "resolve_device", "seed_everything", "train"]

@@ -1,0 +1,96 @@
+"""What a training run is asked to do (:class:`TrainConfig`) and what it gives back.
+
+Model hyperparameters (learning rate, batch size, label smoothing, negatives,
+weight decay) belong to the plugin's :class:`~kgserver.registry.Hyperparameters`;
+this config holds only how the loop runs: length, budget, device, mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from torch import nn
+
+from kgserver.errors import ConfigurationError
+
+Mode = Literal["auto", "full", "sampled"]
+MODES = ("auto", "full", "sampled")
+
+
+class Observer(Protocol):
+    """Anything that wants each epoch's numbers (a progress bar, MLflow tracking)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TrainConfig:
+    """How to run training.
+
+    ``patience`` counts validation evaluations (every ``eval_every`` epochs)
+    without a better validation MRR before stopping. ``max_minutes`` stops the
+    run cleanly between batches; the best checkpoint so far is still used.
+    ``mode`` "auto" trains on the full graph when its estimated activation
+    memory fits ``memory_budget_gb`` (default: half the device's memory), else
+    neighbour-sampled mini-batches with ``fanouts`` neighbours per layer
+    (default 10 per layer of the model).
+    """
+
+    epochs: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    max_minutes: float | None = None
+    patience: int = 5
+    eval_every: int = 5
+    mode: Mode = "auto"
+    fanouts: tuple[int, ...] | None = None
+    grad_clip: float = 1.0
+    eval_batch_size: int = 256
+    memory_budget_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigurationError(f"epochs must be at least 1, got {self.epochs}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigurationError(f"max_minutes must be positive, got {self.max_minutes}")
+        if self.patience < 1:
+            raise ConfigurationError(f"patience must be at least 1, got {self.patience}")
+        if self.eval_every < 1:
+            raise ConfigurationError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.fanouts is not None:
+            self.fanouts = tuple(int(f) for f in self.fanouts)
+            if not self.fanouts or any(f < 1 and f != -1 for f in self.fanouts):
+                raise ConfigurationError(f"fanouts must be positive per layer (-1 = all), got {self.fanouts}")
+        if self.grad_clip <= 0:
+            raise ConfigurationError(f"grad_clip must be positive, got {self.grad_clip}")
+        if self.eval_batch_size < 1:
+            raise ConfigurationError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ConfigurationError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}")
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best checkpoint loaded, eval mode) and its numbers.
+
+    ``metrics`` has flat keys ``test_mrr``, ``test_hits_at_{1,3,10}``,
+    ``test_mean_rank`` (and ``test_head_*``/``test_tail_*``), the same with
+    ``valid_``, plus ``epochs`` (run) and ``seconds`` (wall time).
+    ``history`` has one dict per epoch: ``epoch``, ``loss``, ``epoch_seconds``,
+    and on evaluation epochs ``valid_mrr`` and ``valid_hits_at_{1,3,10}``.
+    """
+
+    model: nn.Module
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    mode: str = "full"
+    stop_reason: str = "epochs"
+    config: TrainConfig | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The metrics plus how the run went, for a JSON report."""
+        return {**self.metrics, "best_epoch": self.best_epoch, "mode": self.mode, "stop_reason": self.stop_reason}

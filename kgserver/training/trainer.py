@@ -1,0 +1,181 @@
+"""The training loop: optimise, validate every few epochs, keep the best, stop early.
+
+One loop serves every objective and mode: a batch source (full-graph 1-N,
+full-graph negatives, or neighbour-sampled edges) yields one loss per batch and
+the loop does the Adam step with gradient clipping. Validation always encodes
+the full graph without gradients. The best state (by validation MRR) is copied
+in memory and loaded back at the end, before the final valid and test metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, Protocol
+
+import torch
+from torch import Tensor
+
+from kgserver.evaluation import Evaluator
+from kgserver.graph import Snapshot
+from kgserver.registry import KGModel
+from kgserver.training.config import Observer, TrainConfig, TrainResult
+from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
+from kgserver.training.mode import choose_mode, fanouts_for
+from kgserver.training.runtime import deterministic_algorithms, resolve_device, seed_everything
+from kgserver.training.sampled import SampledEdges
+
+VALID_KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
+
+
+class BatchSource(Protocol):
+    def batches(self) -> Iterator[tuple[Tensor, int]]: ...
+
+
+class BestCheckpoint:
+    """The best validation MRR so far, its epoch and a copy of the model's state."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.mrr = float("-inf")
+        self.epoch = 0
+        self.state: dict[str, Tensor] | None = None
+        self.evaluations_since_best = 0
+
+    def update(self, mrr: float, epoch: int, model: KGModel) -> None:
+        if mrr > self.mrr:
+            self.mrr, self.epoch, self.evaluations_since_best = mrr, epoch, 0
+            self.state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        else:
+            self.evaluations_since_best += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.evaluations_since_best >= self.patience
+
+
+def train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Observer | None = None) -> TrainResult:
+    """Train ``model`` on ``snapshot``'s training triples; see :class:`TrainConfig`.
+
+    Seeds every random source from ``config.seed`` first (seed before building
+    the model too, with :func:`seed_everything`, for repeatable initialisation)
+    and runs with torch's deterministic kernels, so a seed repeats its metrics.
+    """
+    with deterministic_algorithms():
+        return _train(model, snapshot, config, observer)
+
+
+def _train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Observer | None) -> TrainResult:
+    started = time.monotonic()
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device)
+    graph = snapshot.message_graph().to(device)
+    mode = choose_mode(model, graph.num_edges(), config, device)
+    source = _batch_source(model, graph, snapshot, config, mode, generator)
+    evaluator = Evaluator(
+        torch.cat([snapshot.train, snapshot.valid, snapshot.test]),
+        snapshot.num_entities,
+        snapshot.num_relations,
+        batch_size=config.eval_batch_size,
+        device=device,
+    )
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=model.hparams.learning_rate, weight_decay=model.hparams.weight_decay
+    )
+    deadline = started + config.max_minutes * 60 if config.max_minutes is not None else float("inf")
+    best = BestCheckpoint(config.patience)
+    history: list[dict[str, float]] = []
+    stop_reason = "epochs"
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = time.monotonic()
+        model.train()
+        loss, completed = _run_epoch(model, source, optimizer, config.grad_clip, deadline)
+        record: dict[str, float] = {"epoch": epoch, "loss": loss, "epoch_seconds": time.monotonic() - epoch_started}
+        out_of_time = not completed or time.monotonic() >= deadline
+        if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
+            valid = evaluator(model, graph, snapshot.valid)
+            record.update({f"valid_{key}": valid[key] for key in VALID_KEYS})
+            best.update(valid["mrr"], epoch, model)
+        history.append(record)
+        if observer is not None:
+            observer.on_epoch_end(epoch, {key: value for key, value in record.items() if key != "epoch"})
+        if out_of_time:
+            stop_reason = "max_minutes"
+            break
+        if best.exhausted:
+            stop_reason = "early_stopping"
+            break
+    if best.state is None:  # the last epoch run is always evaluated, so this cannot happen
+        raise RuntimeError("training ended without a validation checkpoint")
+    model.load_state_dict(best.state)
+    model.eval()
+    metrics = {f"test_{key}": value for key, value in evaluator(model, graph, snapshot.test).items()}
+    metrics.update({f"valid_{key}": value for key, value in evaluator(model, graph, snapshot.valid).items()})
+    metrics.update(epochs=len(history), seconds=time.monotonic() - started)
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        history=history,
+        best_epoch=best.epoch,
+        mode=mode,
+        stop_reason=stop_reason,
+        config=config,
+    )
+
+
+def _batch_source(
+    model: KGModel,
+    graph: object,
+    snapshot: Snapshot,
+    config: TrainConfig,
+    mode: str,
+    generator: torch.Generator,
+) -> BatchSource:
+    hparams = model.hparams
+    if mode == "sampled":
+        return SampledEdges(
+            model,
+            graph,  # type: ignore[arg-type]
+            fanouts=fanouts_for(model, config),
+            batch_size=hparams.batch_size,
+            num_negatives=hparams.num_negatives,
+            label_smoothing=hparams.label_smoothing,
+        )
+    if model.training_mode == "negatives":
+        return FullGraphNegatives(
+            model,
+            graph,  # type: ignore[arg-type]
+            snapshot.train,
+            batch_size=hparams.batch_size,
+            num_negatives=hparams.num_negatives,
+            label_smoothing=hparams.label_smoothing,
+            generator=generator,
+        )
+    if model.training_mode != "1-n":
+        raise ValueError(f"model {model.name!r} declares unknown training_mode {model.training_mode!r}")
+    return FullGraphOneToN(
+        model,
+        graph,  # type: ignore[arg-type]
+        snapshot.train,
+        batch_size=hparams.batch_size,
+        label_smoothing=hparams.label_smoothing,
+        generator=generator,
+    )
+
+
+def _run_epoch(
+    model: KGModel, source: BatchSource, optimizer: torch.optim.Optimizer, grad_clip: float, deadline: float
+) -> tuple[float, bool]:
+    """Mean loss over the epoch's batches, and whether it finished before ``deadline``."""
+    total, count = 0.0, 0
+    for loss, size in source.batches():
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        total += loss.item() * size
+        count += size
+        if time.monotonic() >= deadline:
+            return total / count, False
+    return total / count, True

@@ -1,0 +1,124 @@
+"""Real DGL training on a small learnable graph: quality, modes, stopping, reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgserver.errors import ConfigurationError
+from kgserver.evaluation import Evaluator
+from kgserver.graph import Snapshot
+from kgserver.registry import KGModel, get_model
+from kgserver.training import TrainConfig, seed_everything, train
+
+SMALL = ["embedding_dim=32", "decoder=distmult", "batch_size=64", "learning_rate=0.05", "dropout=0.0"]
+
+
+def build(name: str, snapshot: Snapshot, *assignments: str, seed: int = 0) -> KGModel:
+    seed_everything(seed)
+    cls = get_model(name)
+    return cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.parse_assignments([*SMALL, *assignments]))
+
+
+def untrained_test_mrr(model: KGModel, snapshot: Snapshot) -> float:
+    known = torch.cat([snapshot.train, snapshot.valid, snapshot.test])
+    evaluator = Evaluator(known, snapshot.num_entities, snapshot.num_relations)
+    return evaluator(model, snapshot.message_graph(), snapshot.test)["mrr"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict[str, float]]] = []
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.calls.append((epoch, metrics))
+
+
+@pytest.mark.parametrize("name", ["compgcn", "rgcn"])
+def test_full_graph_training_beats_an_untrained_model(name: str, mirrored: Snapshot) -> None:
+    model = build(name, mirrored)
+    baseline = untrained_test_mrr(model, mirrored)
+    recorder = Recorder()
+    result = train(model, mirrored, TrainConfig(epochs=20, eval_every=5, patience=10, mode="full"), recorder)
+    assert result.mode == "full"
+    assert result.metrics["test_mrr"] > max(2 * baseline, 0.15), (baseline, result.metrics["test_mrr"])
+    assert [epoch for epoch, _ in recorder.calls] == list(range(1, result.metrics["epochs"] + 1))
+    assert all("loss" in metrics for _, metrics in recorder.calls)
+    evaluated = [record for record in result.history if "valid_mrr" in record]
+    assert [record["epoch"] for record in evaluated] == [5, 10, 15, 20]
+    # the best checkpoint is the one loaded: its validation MRR is the final one
+    assert result.metrics["valid_mrr"] == pytest.approx(max(r["valid_mrr"] for r in evaluated))
+    assert result.best_epoch in {r["epoch"] for r in evaluated}
+    for key in ("test_mrr", "test_hits_at_1", "test_hits_at_3", "test_hits_at_10", "test_mean_rank"):
+        assert key in result.metrics and key.replace("test_", "valid_") in result.metrics
+
+
+def test_negatives_objective_trains(mirrored: Snapshot) -> None:
+    model = build("compgcn", mirrored, "num_negatives=16")
+    model.training_mode = "negatives"  # the instance declares the sampled-negatives objective
+    baseline = untrained_test_mrr(model, mirrored)
+    result = train(model, mirrored, TrainConfig(epochs=20, eval_every=5, mode="full"))
+    assert result.metrics["test_mrr"] > max(2 * baseline, 0.15), (baseline, result.metrics["test_mrr"])
+
+
+def test_forced_sampled_mode_trains(mirrored: Snapshot) -> None:
+    model = build("compgcn", mirrored, "num_layers=2", "num_negatives=16")
+    baseline = untrained_test_mrr(model, mirrored)
+    result = train(model, mirrored, TrainConfig(epochs=20, eval_every=5, mode="sampled", fanouts=(5, 5)))
+    assert result.mode == "sampled"
+    assert result.metrics["test_mrr"] > max(2 * baseline, 0.15), (baseline, result.metrics["test_mrr"])
+
+
+@pytest.mark.parametrize("mode", ["full", "sampled"])
+def test_same_seed_same_metrics(mode: str, mirrored: Snapshot) -> None:
+    def run(seed: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+        model = build("compgcn", mirrored, "dropout=0.2", "edge_dropout=0.1", seed=seed)
+        result = train(model, mirrored, TrainConfig(epochs=4, eval_every=2, mode=mode, seed=seed))
+        metrics = {k: v for k, v in result.metrics.items() if k != "seconds"}
+        history = [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in result.history]
+        return metrics, history
+
+    first, second, other = run(3), run(3), run(4)
+    assert first == second
+    assert first != other
+
+
+def test_early_stopping_when_validation_does_not_improve(mirrored: Snapshot) -> None:
+    model = build("rgcn", mirrored, "learning_rate=0.0")
+    result = train(model, mirrored, TrainConfig(epochs=50, eval_every=2, patience=2))
+    assert result.stop_reason == "early_stopping"
+    assert result.metrics["epochs"] == 6  # evaluated at 2 (best), 4 and 6 (no better)
+    assert result.best_epoch == 2
+
+
+def test_time_budget_stops_cleanly(mirrored: Snapshot) -> None:
+    model = build("compgcn", mirrored)
+    result = train(model, mirrored, TrainConfig(epochs=10_000, max_minutes=0.02))
+    assert result.stop_reason == "max_minutes"
+    assert result.metrics["epochs"] < 10_000
+    assert "valid_mrr" in result.history[-1]
+    assert 0 < result.metrics["test_mrr"] <= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when no CUDA device exists")
+def test_cuda_without_a_device_is_a_clear_error(mirrored: Snapshot) -> None:
+    model = build("rgcn", mirrored)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigurationError, match="no CUDA device is available"):
+        train(model, mirrored, TrainConfig(epochs=1, device="cuda"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_settings_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="mode"):
+        TrainConfig(mode="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigurationError, match="device"):
+        train(None, None, TrainConfig(device="tpu"))  # type: ignore[arg-type]
+
+
+def test_sampled_fanouts_must_match_the_model_depth(mirrored: Snapshot) -> None:
+    model = build("rgcn", mirrored, "num_layers=2")
+    with pytest.raises(ConfigurationError, match="num_layers=2"):
+        train(model, mirrored, TrainConfig(epochs=1, mode="sampled", fanouts=(5,)))
