@@ -140,9 +140,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per concurrency level")
+    parser.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 1) - 1),
+                        help="tensor threads, in-process and in the server alike (default: the server's)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `kgserver serve` option (repeatable)")
     options = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(options.torch_threads)
 
     print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -157,7 +159,8 @@ def main() -> None:
 
         inline = {b: in_process_rate(bundle, b, options.k, min(options.seconds, 4.0)) for b in options.clients}
 
-        process, address, command = start_server(bundle, work / "server.log", options.server_arg)
+        server_args = ["--torch-threads", str(options.torch_threads), *options.server_arg]
+        process, address, command = start_server(bundle, work / "server.log", server_args)
         print(f"server: {' '.join(command[1:])}")
         generator = torch.Generator().manual_seed(1)
         heads = torch.randint(0, snapshot.num_entities, (4096,), generator=generator).tolist()

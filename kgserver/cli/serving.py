@@ -65,10 +65,10 @@ def serve(
     ),
     workers: int = typer.Option(128, "--workers", help="gRPC worker threads (concurrent calls in progress)."),
     batch_wait_ms: float = typer.Option(
-        0.0,
+        2.0,
         "--batch-wait-ms",
-        help="How long the scorer waits for more requests to join a batch. Batches also form "
-        "by themselves while a previous one is being computed.",
+        help="Longest a batch waits for more requests, and only while recent batches show "
+        "concurrent clients (a lone client never waits). 0: batch only what is already queued.",
     ),
     grace_seconds: float = typer.Option(20.0, "--grace-seconds", help="Drain time for in-flight calls on shutdown."),
     torch_threads: int = typer.Option(

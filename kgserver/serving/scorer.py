@@ -1,12 +1,19 @@
 """The batching scorer: concurrent requests share one decoder call and one ``topk``.
 
 Request threads put a job on a queue and wait. A single worker thread takes the
-first job, then gathers whatever else arrives within ``max_wait`` seconds (up to
-``max_batch`` queries), groups the jobs by the model version they started with,
-and answers each group with one ``model.score`` over all entities, a vectorised
-known-triple mask and one ``torch.topk``. While it computes, new requests queue
-up, so batches grow with concurrency and throughput rises with it. The worker is
-the only thread doing tensor work, so torch's intra-op threads are not contended.
+first job and everything already queued (up to ``max_batch`` queries), groups the
+jobs by the model version they started with, and answers each group with one
+``model.score`` over all entities, a vectorised known-triple mask and one
+``torch.topk``. While it computes, new requests queue up, so batches grow with
+concurrency and throughput rises with it.
+
+When the previous batch held several jobs (evidence of concurrent clients), the
+worker also waits up to ``max_wait`` for as many jobs as that batch had: in a
+closed loop the clients answered together send their next requests a few hundred
+microseconds apart, and waiting for them turns a trickle of tiny batches into one
+full batch. A lone client never waits, since its previous batch held one job.
+The worker is the only thread doing tensor work, so torch's intra-op threads are
+not contended.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,16 +40,27 @@ class ScorerClosed(RuntimeError):
     """The scorer was shut down before it could answer."""
 
 
-@dataclass(eq=False)
 class _Job:
-    kind: str  # "topk" | "triples"
-    served: ServedModel
-    columns: tuple[Tensor, ...]  # (entities, relations) or (heads, relations, tails)
-    k: int = 0
-    filter_known: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
+    """One request's rows, waiting for the worker; ``ready`` is held until the answer is set.
+
+    A pre-acquired lock is the cheapest one-shot latch Python offers, and a job is
+    created per request.
+    """
+
+    __slots__ = ("kind", "served", "columns", "k", "filter_known", "ready", "result", "error")
+
+    def __init__(
+        self, kind: str, served: ServedModel, columns: tuple[list[int], ...], k: int = 0, filter_known: bool = False
+    ) -> None:
+        self.kind = kind  # "topk" | "triples"
+        self.served = served
+        self.columns = columns  # (entities, relations) or (heads, relations, tails), as ids
+        self.k = k
+        self.filter_known = filter_known
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
     @property
     def size(self) -> int:
@@ -76,13 +94,14 @@ class BatchScorer:
         self.stats = ScorerStats()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self._last_jobs = 1
         self._worker = threading.Thread(target=self._run, name="kgserver-scorer", daemon=True)
         self._worker.start()
 
     # request side ---------------------------------------------------------------
 
     def predict(
-        self, served: ServedModel, entities: Tensor, relations: Tensor, k: int, filter_known: bool
+        self, served: ServedModel, entities: list[int], relations: list[int], k: int, filter_known: bool
     ) -> list[tuple[list[int], list[float]]]:
         """Top-``k`` answers of ``(entity, relation, ?)`` per row: ``(ids, scores)``, best first.
 
@@ -93,7 +112,7 @@ class BatchScorer:
         return self._submit(_Job("topk", served, (entities, relations), k, filter_known))
 
     def score_triples(
-        self, served: ServedModel, heads: Tensor, relations: Tensor, tails: Tensor
+        self, served: ServedModel, heads: list[int], relations: list[int], tails: list[int]
     ) -> list[float]:
         """The decoder's score of each ``(head, relation, tail)`` row."""
         return self._submit(_Job("triples", served, (heads, relations, tails)))
@@ -102,7 +121,7 @@ class BatchScorer:
         if self._closed:
             raise ScorerClosed("the scorer is shut down")
         self._queue.put(job)
-        job.done.wait()
+        job.ready.acquire()
         if job.error is not None:
             raise job.error
         return job.result
@@ -133,13 +152,14 @@ class BatchScorer:
     def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
         """Jobs to answer together, a job left for the next batch, and whether to stop."""
         batch, rows = [first], first.size
+        expected, self._last_jobs = self._last_jobs, 1
         deadline = time.monotonic() + self.max_wait
         while rows < self.max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if len(batch) >= expected or remaining <= 0:
                     break
                 try:
                     item = self._queue.get(timeout=remaining)
@@ -148,9 +168,11 @@ class BatchScorer:
             if item is _STOP:
                 return batch, None, True
             if rows + item.size > self.max_batch:
+                self._last_jobs = len(batch)
                 return batch, item, False
             batch.append(item)
             rows += item.size
+        self._last_jobs = len(batch)
         return batch, None, False
 
     def _answer(self, batch: list[_Job]) -> None:
@@ -171,28 +193,31 @@ class BatchScorer:
             self.stats.rows += sum(job.size for job in jobs)
             self.stats.batches += 1
             for job in jobs:
-                job.done.set()
+                job.ready.release()
+
+
+def _column(jobs: list[_Job], index: int) -> Tensor:
+    return torch.tensor([i for job in jobs for i in job.columns[index]], dtype=torch.int64)
 
 
 def _answer_topk(jobs: list[_Job]) -> None:
     served = jobs[0].served
-    entities = torch.cat([job.columns[0] for job in jobs])
-    relations = torch.cat([job.columns[1] for job in jobs])
+    entities, relations = _column(jobs, 0), _column(jobs, 1)
     scores = served.model.score(
         served.entity_emb[entities], served.relation_emb[relations], served.entity_emb
     )
-    known_counts = torch.zeros(len(entities), dtype=torch.int64)
-    filtered = torch.cat(
-        [torch.full((job.size,), job.filter_known, dtype=torch.bool) for job in jobs]
-    ).nonzero().squeeze(1)
-    if len(filtered):
+    available = [served.num_entities] * len(entities)
+    filtered_rows = [row for row, flag in enumerate(_row_flags(jobs)) if flag]
+    if filtered_rows:
+        filtered = torch.tensor(filtered_rows, dtype=torch.int64)
         rows, answers = served.known.lookup(entities[filtered], relations[filtered])
         scores[filtered[rows], answers] = float("-inf")
-        known_counts[filtered] = torch.bincount(rows, minlength=len(filtered))
+        known = torch.bincount(rows, minlength=len(filtered)).tolist()
+        for row, count in zip(filtered_rows, known):
+            available[row] -= count
     k = min(max(job.k for job in jobs), served.num_entities)
     values, indices = torch.topk(scores, k, dim=1)
     values_list, indices_list = values.tolist(), indices.tolist()
-    available = (served.num_entities - known_counts).tolist()
     start = 0
     for job in jobs:
         job.result = [
@@ -202,9 +227,14 @@ def _answer_topk(jobs: list[_Job]) -> None:
         start += job.size
 
 
+def _row_flags(jobs: list[_Job]) -> list[bool]:
+    """Per batch row: whether its request asked for filter_known."""
+    return [job.filter_known for job in jobs for _ in range(job.size)]
+
+
 def _answer_triples(jobs: list[_Job]) -> None:
     served = jobs[0].served
-    heads, relations, tails = (torch.cat([job.columns[i] for job in jobs]) for i in range(3))
+    heads, relations, tails = _column(jobs, 0), _column(jobs, 1), _column(jobs, 2)
     scores = torch.cat(
         [
             served.model.score(

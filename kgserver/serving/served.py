@@ -107,13 +107,13 @@ class ServedModel:
     def embedding_dim(self) -> int:
         return int(self.entity_emb.shape[1])
 
-    def entity_ids(self, iris: Sequence[str]) -> Tensor:
+    def entity_ids(self, iris: Sequence[str]) -> list[int]:
         """Ids of ``iris``; :class:`UnknownEntity` names the first one not in the vocabulary."""
-        return torch.tensor(_lookup(self.entity_index, iris, UnknownEntity), dtype=torch.int64)
+        return _lookup(self.entity_index, iris, UnknownEntity)
 
-    def relation_ids(self, iris: Sequence[str]) -> Tensor:
+    def relation_ids(self, iris: Sequence[str]) -> list[int]:
         """Ids of ``iris``; :class:`UnknownRelation` names the first one not in the vocabulary."""
-        return torch.tensor(_lookup(self.relation_index, iris, UnknownRelation), dtype=torch.int64)
+        return _lookup(self.relation_index, iris, UnknownRelation)
 
     def info(self) -> dict[str, Any]:
         """A plain description (for ListModels and logs)."""

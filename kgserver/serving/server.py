@@ -48,7 +48,7 @@ class ServeConfig:
     tracking_uri: str | None = None
     db: str | None = None
     workers: int = 128
-    batch_wait_ms: float = 1.0
+    batch_wait_ms: float = 2.0
     grace_seconds: float = 20.0
     options: list[tuple[str, int]] = field(default_factory=list)
 

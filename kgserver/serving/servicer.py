@@ -155,7 +155,7 @@ class KnowledgeGraphCompletion(pb_grpc.KnowledgeGraphCompletionServicer):
         entities = served.entity_ids([q.entity for q in queries])
         relations = served.relation_ids([q.relation for q in queries])
         if inverse:
-            relations += served.num_relations
+            relations = [r + served.num_relations for r in relations]
         answers = self.scorer.predict(served, entities, relations, request.k, request.filter_known)
         names = served.entities
         results = [
