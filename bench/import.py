@@ -75,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average before: {_load()}")
 
     with tempfile.TemporaryDirectory(prefix="kgserver-bench-") as scratch:
         directory = Path(scratch)
@@ -106,11 +107,16 @@ def main() -> None:
         f"{triples / rdflib_run.wall:9,.0f} triples/s; CPU {rdflib_run.cpu:5.2f} s; "
         f"peak RSS {rdflib_run.peak_rss_mb:6.0f} MB"
     )
+    print(f"load average after: {_load()} (other processes share these CPUs)")
     fresh = results["kgserver import -> SQLite (fresh)"][0]
     print(
         f"rdflib parse alone takes {rdflib_run.wall / fresh.wall:.1f}x the wall time of the whole "
         f"kgserver import into SQLite ({rdflib_run.cpu / fresh.cpu:.1f}x its CPU time)"
     )
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run(command: list[str]) -> Measured:

@@ -198,6 +198,7 @@ JSONLD_DOCUMENTS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")  # inside rdflib
 @pytest.mark.parametrize("document", JSONLD_DOCUMENTS, ids=["foaf", "graph-list-language", "base-reverse"])
 def test_jsonld_import_agrees_with_rdflib(tmp_path: Path, document: dict) -> None:
     """The evidence for parsing JSON-LD with pyoxigraph: rdflib's JSON-LD parser reads the same graph."""
