@@ -72,11 +72,13 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS, help="FB15k-237 directory")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="maintenance URL of the PostgreSQL server")
     parser.add_argument("--no-postgres", action="store_true", help="measure SQLite and rdflib only")
+    parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement this many times")
     args = parser.parse_args()
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average before: {_load()}")
 
+    results: dict[str, list[tuple[Measured, dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="kgserver-bench-") as scratch:
         directory = Path(scratch)
         source = directory / "fb15k-237.nt"
@@ -86,33 +88,49 @@ def main() -> None:
             f"FB15k-237 -> N-Triples: {triples:,} triples, {source.stat().st_size / 1e6:.1f} MB "
             f"(converted in {time.perf_counter() - started:.1f} s)"
         )
-        sqlite_url = f"sqlite:///{directory / 'store.db'}"
-        results = {"kgserver import -> SQLite (fresh)": _import(source, sqlite_url)}
-        results["kgserver import -> SQLite (again)"] = _import(source, sqlite_url)
-        if not args.no_postgres:
-            results["kgserver import -> PostgreSQL (fresh)"] = _postgres_import(source, args.postgres)
-        rdflib_run = run([sys.executable, "-c", RDFLIB_PARSE, str(source)])
-        if int(rdflib_run.stdout.strip()) != triples:
-            raise SystemExit(f"rdflib read {rdflib_run.stdout.strip()} triples, expected {triples}")
+        for round_number in range(args.rounds):
+            sqlite_url = f"sqlite:///{directory / f'store-{round_number}.db'}"
+            results.setdefault(SQLITE_FRESH, []).append(_import(source, sqlite_url))
+            results.setdefault(SQLITE_AGAIN, []).append(_import(source, sqlite_url))
+            if not args.no_postgres:
+                results.setdefault(POSTGRES_FRESH, []).append(_postgres_import(source, args.postgres))
+            parsed = run([sys.executable, "-c", RDFLIB_PARSE, str(source)])
+            if int(parsed.stdout.strip()) != triples:
+                raise SystemExit(f"rdflib read {parsed.stdout.strip()} triples, expected {triples}")
+            results.setdefault(RDFLIB, []).append((parsed, {}))
 
-    for label, (measured, summary) in results.items():
-        print(
-            f"{label:40} {measured.wall:6.2f} s end to end = {triples / measured.wall:9,.0f} triples/s; "
-            f"import phase {summary['seconds']:6.2f} s = {triples / summary['seconds']:9,.0f} triples/s; "
-            f"added {summary['added']:,}, skipped {summary['skipped_duplicates']:,}; "
-            f"CPU {measured.cpu:5.2f} s; peak RSS {measured.peak_rss_mb:6.0f} MB"
-        )
-    print(
-        f"{'rdflib Graph().parse(format=nt)':40} {rdflib_run.wall:6.2f} s end to end = "
-        f"{triples / rdflib_run.wall:9,.0f} triples/s; CPU {rdflib_run.cpu:5.2f} s; "
-        f"peak RSS {rdflib_run.peak_rss_mb:6.0f} MB"
-    )
     print(f"load average after: {_load()} (other processes share these CPUs)")
-    fresh = results["kgserver import -> SQLite (fresh)"][0]
+    print(f"{args.rounds} rounds; best (shortest) of each, then every round's end-to-end time:")
+    for label, runs in results.items():
+        best = min(runs, key=lambda run_: run_[0].wall)[0]
+        line = (
+            f"{label:38} {best.wall:6.2f} s end to end = {triples / best.wall:9,.0f} triples/s; "
+            f"CPU {min(m.cpu for m, _ in runs):5.2f} s; peak RSS {max(m.peak_rss_mb for m, _ in runs):5.0f} MB"
+        )
+        summaries = [summary for _, summary in runs if summary]
+        if summaries:
+            phase = min(summary["seconds"] for summary in summaries)
+            line += (
+                f"; import phase {phase:5.2f} s = {triples / phase:9,.0f} triples/s"
+                f"; added {summaries[0]['added']:,}, skipped {summaries[0]['skipped_duplicates']:,}"
+            )
+        print(line + f"  [{', '.join(f'{m.wall:.2f}' for m, _ in runs)}]")
+    ratios = [
+        rdflib[0].wall / fresh[0].wall for rdflib, fresh in zip(results[RDFLIB], results[SQLITE_FRESH])
+    ]
+    cpu_ratios = [
+        rdflib[0].cpu / fresh[0].cpu for rdflib, fresh in zip(results[RDFLIB], results[SQLITE_FRESH])
+    ]
     print(
-        f"rdflib parse alone takes {rdflib_run.wall / fresh.wall:.1f}x the wall time of the whole "
-        f"kgserver import into SQLite ({rdflib_run.cpu / fresh.cpu:.1f}x its CPU time)"
+        f"rdflib Graph().parse() alone / whole kgserver import into SQLite, same round: "
+        f"wall {', '.join(f'{r:.1f}x' for r in ratios)}; CPU {', '.join(f'{r:.1f}x' for r in cpu_ratios)}"
     )
+
+
+SQLITE_FRESH = "kgserver import -> SQLite (fresh)"
+SQLITE_AGAIN = "kgserver import -> SQLite (again, +0)"
+POSTGRES_FRESH = "kgserver import -> PostgreSQL (fresh)"
+RDFLIB = "rdflib Graph().parse(format='nt')"
 
 
 def _load() -> str:
