@@ -201,3 +201,10 @@ def test_query_health_reports_serving_and_unreachable(served: ServerProcess, tmp
     gone = run_cli("query", "health", "--server", served.address, "--wait", "1", env=env)
     assert gone.returncode == 1
     assert "UNREACHABLE" in gone.stdout
+
+
+def test_serve_refuses_a_model_it_cannot_find(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-bundle"
+    result = run_cli("serve", "--model", str(missing), "--port", "0", env={"KGSERVER_HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert "no-such-bundle" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,109 @@
+"""The serving parts on their own: known-triple index, batching scorer, model holder."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgserver.errors import ModelNotFound
+from kgserver.serving.holder import ModelHolder, ModelsNotReady
+from kgserver.serving.known import KnownTriples
+from kgserver.serving.scorer import BatchScorer, ScorerClosed
+from kgserver.serving.served import ServedModel
+from kgserver.tracking.bundle import load_bundle
+
+
+def test_known_triples_index_matches_a_brute_force_lookup() -> None:
+    generator = torch.Generator().manual_seed(0)
+    n, r = 50, 4
+    triples = torch.stack(
+        [torch.randint(0, n, (300,), generator=generator), torch.randint(0, r, (300,), generator=generator),
+         torch.randint(0, n, (300,), generator=generator)], 1,
+    )
+    triples = torch.cat([triples, triples[:20]])  # duplicates collapse
+    index = KnownTriples.build(triples, n, r)
+    truth: dict[tuple[int, int], set[int]] = {}
+    for h, rel, t in triples.tolist():
+        truth.setdefault((h, rel), set()).add(t)
+        truth.setdefault((t, rel + r), set()).add(h)
+    entities = torch.randint(0, n, (400,), generator=generator)
+    relations = torch.randint(0, 2 * r, (400,), generator=generator)
+    rows, answers = index.lookup(entities, relations)
+    found: dict[int, list[int]] = {}
+    for row, answer in zip(rows.tolist(), answers.tolist()):
+        found.setdefault(row, []).append(answer)
+    for row, key in enumerate(zip(entities.tolist(), relations.tolist())):
+        assert found.get(row, []) == sorted(truth.get(key, set()))
+    assert len(index) == sum(len(v) for v in truth.values())
+    empty = KnownTriples.build(torch.zeros(0, 3, dtype=torch.int64), n, r)
+    assert [len(x) for x in empty.lookup(entities, relations)] == [0, 0]
+
+
+@pytest.fixture(scope="module")
+def two_versions(bundle_dir: Path) -> tuple[ServedModel, ServedModel]:
+    first = ServedModel.build("toy@a", load_bundle(bundle_dir, version="toy/1"))
+    second = ServedModel.build("toy@a", load_bundle(bundle_dir, version="toy/2"))
+    return first, second
+
+
+def test_concurrent_jobs_are_batched_and_each_gets_its_own_rows(two_versions: tuple[ServedModel, ServedModel]) -> None:
+    first, second = two_versions
+    scorer = BatchScorer(max_batch=64, max_wait=0.05)
+    results: dict[int, list] = {}
+    start = threading.Barrier(24)
+
+    def ask(i: int) -> None:
+        served = first if i % 2 else second
+        start.wait()
+        results[i] = scorer.predict(served, [i % 60, (i + 1) % 60], [i % 4, 4 + i % 4], k=3 + i % 5, filter_known=bool(i % 3))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    scorer.close()
+    assert scorer.stats.jobs == 24 and scorer.stats.batches < 24
+    for i, rows in results.items():
+        served = first if i % 2 else second
+        for (ids, scores), (e, r) in zip(rows, [(i % 60, i % 4), ((i + 1) % 60, 4 + i % 4)]):
+            with torch.inference_mode():
+                full = served.model.score(served.entity_emb[[e]], served.relation_emb[[r]], served.entity_emb)[0]
+                if i % 3:
+                    _, known = served.known.lookup(torch.tensor([e]), torch.tensor([r]))
+                    full[known] = float("-inf")
+                expected = torch.topk(full, 3 + i % 5)
+            assert ids == expected.indices.tolist()
+            assert scores == pytest.approx(expected.values.tolist(), abs=1e-5)
+    with pytest.raises(ScorerClosed):
+        scorer.predict(first, [0], [0], 1, False)
+
+
+def test_a_failing_version_keeps_the_previous_one_serving(
+    bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = {"ref": "toy/1"}
+
+    def build(ref: str, version: str) -> ServedModel:
+        if version == "toy/2":
+            raise ModelNotFound("toy/2 vanished")
+        return ServedModel.build(ref, load_bundle(bundle_dir, version=version))
+
+    holder = ModelHolder(["toy@champion"], lambda ref: names["ref"], build, poll_seconds=0)
+    with pytest.raises(ModelsNotReady):
+        holder.get()
+    holder.load()
+    assert holder.get().version == "toy/1"
+    names["ref"] = "toy/2"
+    with caplog.at_level(logging.ERROR):
+        assert holder.poll_once() == []
+    assert holder.get().version == "toy/1" and "toy/2 vanished" in caplog.text
+    names["ref"] = "toy/3"
+    assert holder.poll_once() == ["toy/3"]
+    assert holder.get("toy@champion").version == holder.get("toy/3").version == "toy/3"
+    with pytest.raises(ModelNotFound, match="toy/1"):
+        holder.get("toy/1")
