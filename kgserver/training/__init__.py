@@ -5,8 +5,8 @@ Adam with gradient clipping, early stopping on validation MRR, full-graph or
 neighbour-sampled mini-batches (chosen by a memory estimate, or forced).
 """
 
-from kgserver.training.config import Observer, TrainConfig, TrainResult
+from kgserver.training.config import Observer, Observers, TrainConfig, TrainResult
 from kgserver.training.runtime import resolve_device, seed_everything
 from kgserver.training.trainer import train
 
-__all__ = ["Observer", "TrainConfig", "TrainResult", "resolve_device", "seed_everything", "train"]
+__all__ = ["Observer", "Observers", "TrainConfig", "TrainResult", "resolve_device", "seed_everything", "train"]

@@ -24,6 +24,17 @@ class Observer(Protocol):
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
+class Observers:
+    """Several observers as one (a progress display and run tracking, say), called in order."""
+
+    def __init__(self, *observers: Observer | None) -> None:
+        self.observers = [observer for observer in observers if observer is not None]
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        for observer in self.observers:
+            observer.on_epoch_end(epoch, metrics)
+
+
 @dataclass
 class TrainConfig:
     """How to run training.
@@ -34,7 +45,8 @@ class TrainConfig:
     ``mode`` "auto" trains on the full graph when its estimated activation
     memory fits ``memory_budget_gb`` (default: half the device's memory), else
     neighbour-sampled mini-batches with ``fanouts`` neighbours per layer
-    (default 10 per layer of the model).
+    (default 10 per layer of the model). ``threads`` sets torch's CPU threads
+    for the run (default: leave torch's setting alone).
     """
 
     epochs: int = 100
@@ -48,6 +60,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_batch_size: int = 256
     memory_budget_gb: float | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -70,6 +83,8 @@ class TrainConfig:
             raise ConfigurationError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise ConfigurationError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigurationError(f"threads must be at least 1, got {self.threads}")
 
 
 @dataclass

@@ -25,6 +25,20 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` CPU threads for the duration (None: leave the setting alone)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
 def deterministic_algorithms() -> Iterator[None]:
     """Make torch pick its deterministic kernels for the duration, then restore the setting.
 

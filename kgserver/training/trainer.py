@@ -21,7 +21,7 @@ from kgserver.registry import KGModel
 from kgserver.training.config import Observer, TrainConfig, TrainResult
 from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
 from kgserver.training.mode import choose_mode, fanouts_for
-from kgserver.training.runtime import deterministic_algorithms, resolve_device, seed_everything
+from kgserver.training.runtime import cpu_threads, deterministic_algorithms, resolve_device, seed_everything
 from kgserver.training.sampled import SampledEdges
 
 VALID_KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
@@ -60,7 +60,7 @@ def train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Obs
     the model too, with :func:`seed_everything`, for repeatable initialisation)
     and runs with torch's deterministic kernels, so a seed repeats its metrics.
     """
-    with deterministic_algorithms():
+    with deterministic_algorithms(), cpu_threads(config.threads):
         return _train(model, snapshot, config, observer)
 
 

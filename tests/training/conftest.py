@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import pytest
 import torch
 
@@ -52,3 +54,14 @@ def mirrored_snapshot(num_entities: int = 64, pairs: int = 160, seed: int = 0) -
 @pytest.fixture(scope="session")
 def mirrored() -> Snapshot:
     return mirrored_snapshot()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny graphs train fastest single-threaded, above all on a shared, busy machine
+    where every parallel region waits for a descheduled thread. Tests that are about
+    thread-level behaviour (reproducibility) ask for more threads themselves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
