@@ -1,25 +1,27 @@
 """The batching scorer: concurrent requests share one decoder call and one ``topk``.
 
-Request threads put a job on a queue and wait. A single worker thread takes the
-first job and everything already queued (up to ``max_batch`` queries), groups the
-jobs by the model version they started with, and answers each group with one
-``model.score`` over all entities, a vectorised known-triple mask and one
-``torch.topk``. While it computes, new requests queue up, so batches grow with
-concurrency and throughput rises with it.
+Requests join a pending list. The first request to find no batch in progress
+becomes the *leader*: it takes the pending jobs (up to ``max_batch`` queries),
+groups them by the model version they started with, and answers each group with
+one ``model.score`` over all entities, a vectorised known-triple mask and one
+``torch.topk``. Other requests wait; while a batch is computed new ones pile up,
+so batches grow with concurrency and throughput rises with it. Once the leader's
+own job is answered it hands the role to the oldest waiting job, if any, and
+returns. A lone client therefore computes its own answer on its own thread,
+with no hand-off to another thread (each hand-off is a wake-up that a busy
+machine can delay by milliseconds), and only one thread does tensor work at a
+time, so torch's intra-op threads are never contended.
 
 When the previous batch held several jobs (evidence of concurrent clients), the
-worker also waits up to ``max_wait`` for as many jobs as that batch had: in a
+leader also waits up to ``max_wait`` for as many jobs as that batch had: in a
 closed loop the clients answered together send their next requests a few hundred
-microseconds apart, and waiting for them turns a trickle of tiny batches into one
-full batch. A lone client never waits, since its previous batch held one job.
-The worker is the only thread doing tensor work, so torch's intra-op threads are
-not contended.
+microseconds apart, and waiting for them turns a trickle of tiny batches into
+one full batch. A lone client never waits, since its previous batch held one job.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ class _Job:
     created per request.
     """
 
-    __slots__ = ("kind", "served", "columns", "k", "filter_known", "ready", "result", "error")
+    __slots__ = ("kind", "served", "columns", "k", "filter_known", "ready", "promoted", "result", "error")
 
     def __init__(
         self, kind: str, served: ServedModel, columns: tuple[list[int], ...], k: int = 0, filter_known: bool = False
@@ -59,6 +61,7 @@ class _Job:
         self.filter_known = filter_known
         self.ready = threading.Lock()
         self.ready.acquire()
+        self.promoted = False  # woken to lead rather than answered
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -80,25 +83,21 @@ class ScorerStats:
         return self.rows / self.batches if self.batches else 0.0
 
 
-_STOP = object()
-
-
 class BatchScorer:
     """Coalesce concurrent top-k and triple-scoring requests into batched tensor calls."""
 
-    def __init__(self, max_batch: int = 1024, max_wait: float = 0.001) -> None:
+    def __init__(self, max_batch: int = 1024, max_wait: float = 0.002) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.stats = ScorerStats()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._closed = False
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._pending: list[_Job] = []
+        self._leading = False
         self._last_jobs = 1
-        self._worker = threading.Thread(target=self._run, name="kgserver-scorer", daemon=True)
-        self._worker.start()
-
-    # request side ---------------------------------------------------------------
+        self._closed = False
 
     def predict(
         self, served: ServedModel, entities: list[int], relations: list[int], k: int, filter_known: bool
@@ -117,63 +116,63 @@ class BatchScorer:
         """The decoder's score of each ``(head, relation, tail)`` row."""
         return self._submit(_Job("triples", served, (heads, relations, tails)))
 
+    def close(self) -> None:
+        """Refuse new requests; those already pending are still answered."""
+        self._closed = True
+
     def _submit(self, job: _Job) -> Any:
         if self._closed:
             raise ScorerClosed("the scorer is shut down")
-        self._queue.put(job)
-        job.ready.acquire()
+        with self._lock:
+            self._pending.append(job)
+            lead = not self._leading
+            self._leading = True
+            self._arrived.notify()
+        if not lead:
+            job.ready.acquire()  # released when answered, or when promoted to lead
+            lead, job.promoted = job.promoted, False
+        if lead:
+            self._lead(job)
         if job.error is not None:
             raise job.error
         return job.result
 
-    def close(self) -> None:
-        """Answer what is queued, then stop the worker."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-            self._worker.join()
+    def _lead(self, own: _Job) -> None:
+        """Answer batches until ``own`` is answered, then pass the lead to the oldest waiting job."""
+        try:
+            answered = False
+            while not answered:
+                batch = self._take()
+                self._answer(batch)
+                answered = any(job is own for job in batch)
+        finally:
+            with self._lock:
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.promoted = True
+            if successor is not None:
+                successor.ready.release()
 
-    # worker side ----------------------------------------------------------------
-
-    def _run(self) -> None:
-        carry: _Job | None = None
-        while True:
-            first = carry if carry is not None else self._queue.get()
-            carry = None
-            if first is _STOP:
-                return
-            batch, carry, stop = self._gather(first)
-            self._answer(batch)
-            if stop:
-                if carry is not None:
-                    self._answer([carry])
-                return
-
-    def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
-        """Jobs to answer together, a job left for the next batch, and whether to stop."""
-        batch, rows = [first], first.size
-        expected, self._last_jobs = self._last_jobs, 1
-        deadline = time.monotonic() + self.max_wait
-        while rows < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+    def _take(self) -> list[_Job]:
+        """The next batch: pending jobs in arrival order, at least one, at most ``max_batch`` rows."""
+        with self._lock:
+            expected = self._last_jobs
+            deadline = time.monotonic() + self.max_wait
+            while len(self._pending) < expected and _rows(self._pending) < self.max_batch:
                 remaining = deadline - time.monotonic()
-                if len(batch) >= expected or remaining <= 0:
+                if remaining <= 0:
                     break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if item is _STOP:
-                return batch, None, True
-            if rows + item.size > self.max_batch:
-                self._last_jobs = len(batch)
-                return batch, item, False
-            batch.append(item)
-            rows += item.size
-        self._last_jobs = len(batch)
-        return batch, None, False
+                self._arrived.wait(remaining)
+            count, rows = 1, self._pending[0].size
+            while count < len(self._pending) and rows + self._pending[count].size <= self.max_batch:
+                rows += self._pending[count].size
+                count += 1
+            batch = self._pending[:count]
+            del self._pending[:count]
+            self._last_jobs = count
+            return batch
 
     def _answer(self, batch: list[_Job]) -> None:
         groups: dict[tuple[int, str], list[_Job]] = {}
@@ -194,6 +193,10 @@ class BatchScorer:
             self.stats.batches += 1
             for job in jobs:
                 job.ready.release()
+
+
+def _rows(jobs: list[_Job]) -> int:
+    return sum(job.size for job in jobs)
 
 
 def _column(jobs: list[_Job], index: int) -> Tensor:

@@ -166,26 +166,29 @@ def run(server: KGServer) -> None:
     """Start ``server``, load its models and serve until SIGTERM or SIGINT, then drain.
 
     The signal handler only flags the request; the drain runs on this thread so
-    the process exits 0 once in-flight requests are answered.
+    the process exits 0 once in-flight requests are answered. The handlers stay
+    installed until the process ends: a repeated signal during the drain is
+    logged, not allowed to kill the process half-way.
     """
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
-        log.info("%s received; draining in-flight requests", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop_requested.is_set():
+            log.info("%s received; already draining", name)
+        else:
+            log.info("%s received; draining in-flight requests", name)
         stop_requested.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    server.start()
     try:
-        server.start()
-        try:
-            server.load()
-        except BaseException:
-            server.stop(grace=0)
-            raise
-        log.info("ready (pid %d)", os.getpid())
-        while not stop_requested.wait(1.0):
-            pass
-        server.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        server.load()
+    except BaseException:
+        server.stop(grace=0)
+        raise
+    log.info("ready (pid %d)", os.getpid())
+    while not stop_requested.wait(1.0):
+        pass
+    server.stop()

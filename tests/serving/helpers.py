@@ -126,12 +126,14 @@ class ServerProcess:
     The port is read from the server's own log line, so no port is guessed.
     """
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, launcher: list[str] | None = None
+    ) -> None:
         import os
         import subprocess
         import sys
 
-        command = [str(Path(sys.executable).parent / "kgserver"), "serve", "--port", "0", *args]
+        command = [*(launcher or [str(Path(sys.executable).parent / "kgserver")]), "serve", "--port", "0", *args]
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(

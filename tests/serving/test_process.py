@@ -19,7 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kgserver.proto.v1 import kgserver_pb2 as pb
 from kgserver.proto.v1 import kgserver_pb2_grpc as pb_grpc
-from kgserver.tracking.bundle import LoadedModel
+from kgserver.graph import Snapshot
+from kgserver.registry import Hyperparameters
+from kgserver.tracking.bundle import LoadedModel, save_bundle
+
+from . import slow_plugin
 
 from .helpers import ServerProcess, entity, relation
 
@@ -119,12 +123,15 @@ def test_mixed_load_from_64_clients_gets_every_status_right_without_growth(serve
 
 
 @pytest.mark.timeout(300)
-def test_sigterm_drains_in_flight_requests_and_exits_0(bundle_dir: Path, tmp_path: Path) -> None:
-    # Each batch waits 1.5 s for company, so calls are provably in flight when SIGTERM lands.
+def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, toy_snapshot: Snapshot) -> None:
+    # The slow model's decoder sleeps 1 s per batch, so calls are provably in flight when SIGTERM lands.
+    model = slow_plugin.SlowModel(toy_snapshot.num_entities, toy_snapshot.num_relations, Hyperparameters(embedding_dim=8))
+    bundle = save_bundle(tmp_path / "slow", model, toy_snapshot)
     process = ServerProcess(
-        ["--model", str(bundle_dir), "--batch-wait-ms", "1500", "--poll-seconds", "0"],
+        ["--model", str(bundle), "--poll-seconds", "0"],
         tmp_path / "server.log",
         env={"KGSERVER_HOME": str(tmp_path)},
+        launcher=[sys.executable, str(Path(slow_plugin.__file__))],
     )
     results: list[Any] = []
 
@@ -139,14 +146,20 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(bundle_dir: Path, tmp_pat
     threads = [threading.Thread(target=slow_call) for _ in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    time.sleep(0.4)
+    sent = time.monotonic()
     process.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join()
-    code = process.stop()
+    code = process.process.wait(60)
     assert code == 0, process.log()
-    assert results == [str(bundle_dir.resolve())] * 8
+    assert time.monotonic() - sent > 0.5, "the calls were not in flight when SIGTERM arrived"
+    assert results == [str(bundle.resolve())] * 8
     assert "SIGTERM received" in process.log()
+    with grpc.insecure_channel(process.address) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.KnowledgeGraphCompletionStub(channel).ListModels(pb.ListModelsRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    process.stop()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
