@@ -1,0 +1,246 @@
+"""Training benchmark: kgserver's plugins against PyKEEN's RGCN and CompGCN on CoDEx-S.
+
+One run trains every model on the same CoDEx-S splits (read from
+``../shared/datasets/codex-s``) with the same embedding size, epoch count, batch
+size, label smoothing, encoder depth and CPU threads, and prints seconds per
+epoch (training only, evaluation excluded) and the filtered test MRR (realistic
+ties, head and tail). Each model otherwise keeps its own defaults (kgserver's
+plugins: 1-N BCE, the plugin's learning rate and decoder; PyKEEN: LCWA 1-N BCE,
+Adam at 1e-3 and its default DistMult decoder) unless ``--lr`` sets one for all.
+
+Threads default to one: on a shared 2-core machine a second OpenMP thread that
+is descheduled stalls every parallel region, which made both systems up to 15x
+slower in measurements here; ``--threads 2`` is right on an idle machine.
+
+PyKEEN lives in a separate environment so it cannot disturb kgserver's pins::
+
+    python3.11 -m venv bench/.venv-pykeen
+    bench/.venv-pykeen/bin/pip install -U pip wheel 'setuptools<70'
+    bench/.venv-pykeen/bin/pip install -c constraints.txt torch==2.2.1 pykeen
+
+This script runs under kgserver's environment and runs itself again under that
+one (``--pykeen-worker``) for each PyKEEN model, reading back one JSON line.
+
+    .venv/bin/python bench/train.py --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CODEX_S = REPO / ".." / "shared" / "datasets" / "codex-s"
+PYKEEN_PYTHON = REPO / "bench" / ".venv-pykeen" / "bin" / "python"
+KGSERVER_MODELS = ("rgcn", "compgcn", "gatv2")
+PYKEEN_MODELS = ("rgcn", "compgcn")
+PYKEEN_LR = 1e-3  # PyKEEN's default for Adam
+
+
+def read_splits() -> tuple[list[str], list[str], dict[str, list[list[int]]]]:
+    """CoDEx-S as id triples, with entities and relations sorted (the same ids for everyone)."""
+    rows = {}
+    for split in ("train", "valid", "test"):
+        with gzip.open(CODEX_S / f"{split}.tsv.gz", "rt", encoding="utf-8") as handle:
+            rows[split] = [line.rstrip("\n").split("\t") for line in handle if line.strip()]
+    entities = sorted({term for part in rows.values() for h, _, t in part for term in (h, t)})
+    relations = sorted({r for part in rows.values() for _, r, _ in part})
+    entity_id = {name: index for index, name in enumerate(entities)}
+    relation_id = {name: index for index, name in enumerate(relations)}
+    ids = {
+        split: [[entity_id[h], relation_id[r], entity_id[t]] for h, r, t in part] for split, part in rows.items()
+    }
+    return entities, relations, ids
+
+
+def run_kgserver(name: str, args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    from kgserver.graph import Snapshot
+    from kgserver.registry import get_model
+    from kgserver.training import TrainConfig, seed_everything, train
+
+    entities, relations, ids = read_splits()
+    snapshot = Snapshot(
+        "codex-s", entities, relations, *(torch.tensor(ids[split]) for split in ("train", "valid", "test"))
+    )
+    seed_everything(args.seed)
+    cls = get_model(name)
+    settings = [f"embedding_dim={args.dim}", f"batch_size={args.batch_size}", "label_smoothing=0.1"]
+    if args.lr is not None:
+        settings.append(f"learning_rate={args.lr}")
+    hparams = cls.hyperparameters.parse_assignments(settings)
+    model = cls(snapshot.num_entities, snapshot.num_relations, hparams)
+    config = TrainConfig(
+        epochs=args.epochs, eval_every=args.epochs, seed=args.seed, mode="full", threads=args.threads
+    )
+    result = train(model, snapshot, config)
+    epoch_seconds = [record["epoch_seconds"] for record in result.history]
+    return {
+        "system": "kgserver",
+        "model": name,
+        "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+        "test_mrr": result.metrics["test_mrr"],
+        "test_hits_at_10": result.metrics["test_hits_at_10"],
+        "epochs": len(epoch_seconds),
+        "config": hparams.to_dict(),
+    }
+
+
+def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Train one PyKEEN model in its own environment; the worker prints one JSON line."""
+    if not PYKEEN_PYTHON.exists():
+        raise SystemExit(f"{PYKEEN_PYTHON} is missing; create it as the module docstring says")
+    from kgserver.registry import get_model
+
+    # the same encoder depth as kgserver's plugin of that name
+    layers = get_model(name).hyperparameters().num_layers  # type: ignore[attr-defined]
+    command = [
+        str(PYKEEN_PYTHON), __file__, "--pykeen-worker", name,
+        "--epochs", str(args.epochs), "--dim", str(args.dim), "--batch-size", str(args.batch_size),
+        "--lr", str(args.lr or PYKEEN_LR), "--seed", str(args.seed), "--threads", str(args.threads),
+        "--layers", str(layers),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"PyKEEN {name} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pykeen_worker(name: str, args: argparse.Namespace) -> None:
+    """Runs inside the PyKEEN environment: LCWA training, then filtered rank-based evaluation."""
+    import torch
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.losses import BCEWithLogitsLoss
+    from pykeen.models import RGCN, CompGCN
+    from pykeen.training import LCWATrainingLoop
+    from pykeen.training.callbacks import TrainingCallback
+    from pykeen.triples import TriplesFactory
+    from pykeen.utils import set_random_seed
+
+    torch.set_num_threads(args.threads)
+    set_random_seed(args.seed)
+    entities, relations, ids = read_splits()
+    entity_to_id = {name: index for index, name in enumerate(entities)}
+    relation_to_id = {name: index for index, name in enumerate(relations)}
+    mapped = {split: torch.tensor(ids[split], dtype=torch.long) for split in ids}
+    # PyKEEN's CompGCN needs inverse triples (with them it also trains head prediction, as
+    # kgserver does); its RGCN adds inverse edges itself and refuses them.
+    training = TriplesFactory(
+        mapped["train"], entity_to_id, relation_to_id, create_inverse_triples=name == "compgcn"
+    )
+    common = {"triples_factory": training, "embedding_dim": args.dim, "loss": BCEWithLogitsLoss()}
+    if name == "rgcn":
+        model = RGCN(**common, num_layers=args.layers, random_seed=args.seed)
+    else:
+        model = CompGCN(**common, encoder_kwargs={"num_layers": args.layers}, random_seed=args.seed)
+    epoch_ends: list[float] = []
+
+    class EpochClock(TrainingCallback):
+        def post_epoch(self, epoch: int, epoch_loss: float, **kwargs: object) -> None:
+            epoch_ends.append(time.perf_counter())
+
+    loop = LCWATrainingLoop(
+        model=model,
+        triples_factory=training,
+        optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
+    )
+    started = time.perf_counter()
+    loop.train(
+        triples_factory=training,
+        num_epochs=args.epochs,
+        batch_size=args.batch_size,
+        label_smoothing=0.1,
+        use_tqdm=False,
+        callbacks=EpochClock(),
+    )
+    epoch_seconds = [end - start for start, end in zip([started, *epoch_ends[:-1]], epoch_ends)]
+    evaluator = RankBasedEvaluator(filtered=True)
+    results = evaluator.evaluate(
+        model,
+        mapped["test"],
+        batch_size=256,
+        additional_filter_triples=[mapped["train"], mapped["valid"]],
+        use_tqdm=False,
+    )
+    print(
+        json.dumps(
+            {
+                "system": "pykeen",
+                "model": name,
+                "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+                "test_mrr": results.get_metric("both.realistic.inverse_harmonic_mean_rank"),
+                "test_hits_at_10": results.get_metric("both.realistic.hits_at_10"),
+                "epochs": len(epoch_seconds),
+                "config": {
+                    "embedding_dim": args.dim,
+                    "batch_size": args.batch_size,
+                    "learning_rate": args.lr,
+                    "num_layers": args.layers,
+                },
+            }
+        )
+    )
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--dim", type=int, default=200, help="embedding size for every model")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=None, help="one learning rate for every model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every model")
+    parser.add_argument("--kgserver", default=",".join(KGSERVER_MODELS), help="kgserver plugins to run")
+    parser.add_argument("--pykeen", default=",".join(PYKEEN_MODELS), help="PyKEEN models to run")
+    parser.add_argument("--pykeen-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--layers", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.pykeen_worker:
+        pykeen_worker(args.pykeen_worker, args)
+        return
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}", flush=True)
+    print(
+        f"# CoDEx-S, {args.epochs} epochs, embedding {args.dim}, batch {args.batch_size}, "
+        f"lr {args.lr or 'per model'}, {args.threads} threads, seed {args.seed}",
+        flush=True,
+    )
+    results = []
+    runs = [("kgserver", name) for name in filter(None, args.kgserver.split(","))]
+    runs += [("pykeen", name) for name in filter(None, args.pykeen.split(","))]
+    for system, name in runs:
+        load = os.getloadavg()[0]
+        result = run_kgserver(name, args) if system == "kgserver" else run_pykeen(name, args)
+        result["load_before"] = load
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print("\n| system | model | lr | s/epoch | test MRR | test Hits@10 | load avg before |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for result in results:
+        print(
+            f"| {result['system']} | {result['model']} | {result['config']['learning_rate']:g} | "
+            f"{result['seconds_per_epoch']:.1f} | {result['test_mrr']:.4f} | {result['test_hits_at_10']:.4f} | "
+            f"{result['load_before']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
