@@ -124,3 +124,10 @@ def test_sampled_fanouts_must_match_the_model_depth(mirrored: Snapshot) -> None:
     model = build("rgcn", mirrored, "num_layers=2")
     with pytest.raises(ConfigurationError, match="num_layers=2"):
         train(model, mirrored, TrainConfig(epochs=1, mode="sampled", fanouts=(5,)))
+
+
+def test_auto_mode_samples_when_the_full_graph_does_not_fit(mirrored: Snapshot) -> None:
+    roomy = train(build("rgcn", mirrored), mirrored, TrainConfig(epochs=1))
+    assert roomy.mode == "full"
+    tight = train(build("rgcn", mirrored), mirrored, TrainConfig(epochs=1, memory_budget_gb=1e-6))
+    assert tight.mode == "sampled"
