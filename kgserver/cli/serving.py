@@ -105,8 +105,6 @@ def serve(
         max_k=max_k,
         max_batch=max_batch,
         poll_seconds=poll_seconds,
-        tracking_uri=tracking_uri,
-        db=db,
         workers=workers,
         batch_wait_ms=batch_wait_ms,
         grace_seconds=grace_seconds,

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -45,12 +45,9 @@ class ServeConfig:
     max_k: int = 1000
     max_batch: int = 1024
     poll_seconds: float = 10.0
-    tracking_uri: str | None = None
-    db: str | None = None
     workers: int = 128
     batch_wait_ms: float = 2.0
     grace_seconds: float = 20.0
-    options: list[tuple[str, int]] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.models:
@@ -83,7 +80,6 @@ class KGServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                *config.options,
             ],
         )
         servicer = KnowledgeGraphCompletion(

@@ -107,3 +107,16 @@ def test_a_failing_version_keeps_the_previous_one_serving(
     assert holder.get("toy@champion").version == holder.get("toy/3").version == "toy/3"
     with pytest.raises(ModelNotFound, match="toy/1"):
         holder.get("toy/1")
+
+
+def test_a_busy_port_is_a_configuration_error(bundle_dir: Path) -> None:
+    from kgserver.errors import ConfigurationError
+    from kgserver.serving.server import KGServer, ServeConfig
+
+    from .helpers import bundle_source, running_server
+
+    with running_server({"toy@a": (bundle_dir, "toy/1")}) as first:
+        with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{first.port}"):
+            KGServer(ServeConfig(models=["toy@a"], port=first.port), *bundle_source({"toy@a": (bundle_dir, "toy/1")}))
+    with pytest.raises(ConfigurationError, match="go together"):
+        KGServer(ServeConfig(models=["toy@a"], port=0, tls_cert=bundle_dir / "config.json"), *bundle_source({}))
