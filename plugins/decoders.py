@@ -62,6 +62,25 @@ class DistMult(Decoder):
         return (heads * relations) @ tails.t()
 
 
+@register_decoder("complex")
+class ComplEx(Decoder):
+    """ComplEx (Trouillon et al. 2016): ``Re(<h, r, conj(t)>)`` with the first and second
+    halves of each vector as real and imaginary parts; asymmetric, and as cheap as
+    DistMult (one matrix product against the candidates)."""
+
+    @classmethod
+    def from_hparams(cls, hparams: "GNNHyperparameters") -> "ComplEx":
+        if hparams.embedding_dim % 2:
+            raise ValueError(f"the complex decoder needs an even embedding_dim, got {hparams.embedding_dim}")
+        return cls()
+
+    def forward(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
+        h_re, h_im = heads.chunk(2, dim=-1)
+        r_re, r_im = relations.chunk(2, dim=-1)
+        query = torch.cat([h_re * r_re - h_im * r_im, h_re * r_im + h_im * r_re], dim=-1)
+        return query @ tails.t()
+
+
 @register_decoder("conve")
 class ConvE(Decoder):
     """ConvE (Dettmers et al. 2018): a 2-D convolution over the stacked ``h`` and ``r``.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kgserver.registry import KGModel
-from kgserver_plugins.decoders import ConvE, DistMult
+from kgserver_plugins.decoders import ComplEx, ConvE, DistMult
 from kgserver_plugins.graphs import drop_edges
 from kgserver_plugins.layers.compgcn_conv import CompGCNConv, circular_correlation, compose
 from kgserver_plugins.layers.gatv2_conv import RelGATv2Conv
@@ -140,3 +140,10 @@ def test_gatv2_layer_matches_its_definition_edge_by_edge(graph: dgl.DGLGraph) ->
     out, same_rel = layer(graph, h, rel)
     torch.testing.assert_close(out, expected.flatten(1), rtol=1e-4, atol=1e-5)
     assert same_rel is rel
+
+
+def test_complex_is_the_real_part_of_the_hermitian_trilinear_product() -> None:
+    h, r, t = torch.randn(4, 10), torch.randn(4, 10), torch.randn(9, 10)
+    hc, rc, tc = (torch.complex(*x.chunk(2, dim=-1)) for x in (h, r, t))
+    expected = (hc[:, None] * rc[:, None] * tc[None].conj()).sum(-1).real
+    torch.testing.assert_close(ComplEx()(h, r, t), expected, rtol=1e-4, atol=1e-5)

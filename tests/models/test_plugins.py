@@ -21,6 +21,7 @@ PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 VARIANTS = [
     {},
     {"decoder": "distmult"},
+    {"decoder": "complex"},
     {"num_layers": 2, "residual": True, "edge_dropout": 0.3},
 ]
 
@@ -52,7 +53,7 @@ def test_plugins_import_only_the_contract_from_kgserver() -> None:
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
-@pytest.mark.parametrize("overrides", VARIANTS, ids=["default", "distmult", "deep"])
+@pytest.mark.parametrize("overrides", VARIANTS, ids=["default", "distmult", "complex", "deep"])
 def test_forward_backward_gives_finite_gradients_everywhere(build_model: Callable[..., KGModel], name: str, overrides: dict, graph: dgl.DGLGraph) -> None:
     model = build_model(name, **overrides)
     model.train()
