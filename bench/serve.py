@@ -6,7 +6,10 @@ weights (latency does not depend on training), saved as a bundle and served by
 the real ``kgserver serve`` process. Closed-loop clients (1, 16, 64 by default),
 each with its own channel and one query per request, measure p50/p99 latency and
 requests/s; the same run measures in-process ``score`` + ``topk`` throughput at
-the same batch sizes, which is the ceiling the server's batching aims at.
+the same batch sizes, which is the ceiling the server's batching aims at, and
+the same load against a gRPC server that answers a canned top-10 with no model
+at all, which is the ceiling of the framework and the load generator on this
+machine (they share its CPUs with the server).
 
     .venv/bin/python bench/serve.py [--plugin compgcn] [--decoder conve] [--seconds 8]
 """
@@ -127,6 +130,35 @@ async def closed_loop(address: str, queries: list[tuple[str, str]], clients: int
     return latencies, time.perf_counter() - started
 
 
+def canned_server(port_queue) -> None:  # type: ignore[no-untyped-def]
+    """The framework's ceiling: the same gRPC server setup answering a canned top-10 without any work."""
+    from concurrent import futures
+
+    import grpc
+
+    from kgserver.proto.v1 import kgserver_pb2 as pb
+
+    answer = pb.PredictResponse(
+        results=[pb.Predictions(entities=[pb.ScoredEntity(entity=f"/m/{i:07d}", score=1.0) for i in range(10)])],
+        model_version="canned",
+    )
+
+    def predict(raw: bytes, context: object) -> object:
+        pb.PredictRequest.FromString(raw)
+        return answer
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        predict, request_deserializer=None, response_serializer=pb.PredictResponse.SerializeToString
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=128), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("kgserver.v1.KnowledgeGraphCompletion", {"PredictTails": handler}),)
+    )
+    port_queue.put(server.add_insecure_port("127.0.0.1:0"))
+    server.start()
+    server.wait_for_termination()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -178,11 +210,27 @@ def main() -> None:
         log = (work / "server.log").read_text(errors="replace")
         batching = re.findall(r"scorer: .*", log)
 
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        ports = context.Queue()
+        canned = context.Process(target=canned_server, args=(ports,), daemon=True)
+        canned.start()
+        canned_address = f"127.0.0.1:{ports.get(timeout=60)}"
+        ceiling = {}
+        for clients in options.clients:
+            asyncio.run(closed_loop(canned_address, queries, clients, options.k, 1.0))
+            latencies, seconds = asyncio.run(closed_loop(canned_address, queries, clients, options.k, options.seconds))
+            ceiling[clients] = (len(latencies) / seconds, percentile(latencies, 0.99))
+        canned.terminate()
+
     print(f"\ntail prediction top-{options.k}, one query per request, closed loop, {options.seconds:.0f} s per level")
-    print("| clients | p50 ms | p99 ms | served req/s | in-process queries/s (batch = clients) | served / in-process |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| clients | p50 ms | p99 ms | served req/s | in-process queries/s (batch = clients) | served / in-process "
+          "| canned answer, no model: req/s, p99 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for clients, p50, p99, rate in rows:
-        print(f"| {clients} | {p50 * 1e3:.2f} | {p99 * 1e3:.2f} | {rate:.0f} | {inline[clients]:.0f} | {rate / inline[clients]:.0%} |")
+        print(f"| {clients} | {p50 * 1e3:.2f} | {p99 * 1e3:.2f} | {rate:.0f} | {inline[clients]:.0f} "
+              f"| {rate / inline[clients]:.0%} | {ceiling[clients][0]:.0f}, {ceiling[clients][1] * 1e3:.2f} |")
     print(f"server exit code after SIGTERM: {code}; {batching[-1] if batching else ''}")
 
 
