@@ -81,7 +81,9 @@ def test_alias_move_swaps_versions_under_load_without_failures(
     try:
         for thread in threads:
             thread.start()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(len(s) >= 5 for s in seen):
+            time.sleep(0.05)  # every thread is answered by version 1 before the alias moves
         promote(client_for(uri), NAME, "2", "champion")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not all(s and s[-1] == second for s in seen):
