@@ -199,3 +199,24 @@ def test_reflection_lists_the_service(channel: grpc.Channel) -> None:
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
     names = {service.name for response in responses for service in response.list_services_response.service}
     assert {"kgserver.v1.KnowledgeGraphCompletion", "grpc.health.v1.Health"} <= names
+
+
+def test_several_models_are_served_side_by_side(bundle_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kgserver.tracking.bundle import save_bundle
+
+    from .helpers import make_snapshot, running_server, train_model
+
+    other_snapshot = make_snapshot(name="other", seed=5)
+    other = save_bundle(tmp_path / "other", train_model(other_snapshot, seed=5, epochs=1), other_snapshot)
+    bundles = {"toy@champion": (bundle_dir, "toy/1"), "other@champion": (other, "other/4")}
+    with running_server(bundles) as server, KGClient(server.address) as client:
+        listing = client.list_models()
+        assert [(m.name, m.version, m.is_default, m.graph) for m in listing.models] == [
+            ("toy@champion", "toy/1", True, "toy"),
+            ("other@champion", "other/4", False, "other"),
+        ]
+        query = [(entity(1), relation(1))]
+        assert client.predict_tails(query, k=3).model_version == "toy/1"
+        assert client.predict_tails(query, k=3, model="other@champion").model_version == "other/4"
+        assert client.predict_heads(query, k=3, model="other/4").model_version == "other/4"
+        assert client.embeddings([entity(2)], model="other@champion").model_version == "other/4"
