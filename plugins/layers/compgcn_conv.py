@@ -109,20 +109,22 @@ class CompGCNConv(nn.Module):
 
     @staticmethod
     def _frequency_domain_correlation(graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, slots: Tensor) -> Tensor:
-        """Sum ``conj(H_u) * R_r`` over edges as the four real products of (re, im) parts.
+        """Sum ``conj(H_u) * R_r`` over edges with three real products (Karatsuba).
 
-        With ``H = a + ib`` and ``R = c + id``: ``conj(H) R = (ac + bd) + i(ad - bc)``.
-        One broadcasting ``u_mul_e`` of ``[2, 1, k]`` node spectra with ``[1, 2, k]``
-        relation spectra gives all four products, summed per direction.
+        With ``conj(H) = a + ib`` and ``R = c + id``: ``k1 = c (a + b)``, ``k2 = a (d - c)``,
+        ``k3 = b (c + d)`` give ``conj(H) R = (k1 - k3) + i (k1 + k2)``. Nodes carry
+        ``[a + b, a, b]`` and relations ``[c, d - c, c + d]``, so one elementwise
+        ``u_mul_e`` sums all three products per direction; the FFTs are per node
+        and per relation only.
         """
         dim = h_src.shape[-1]
-        h_spectrum = torch.view_as_real(torch.fft.rfft(h_src, dim=-1)).transpose(1, 2)  # [N, 2, k]
-        r_spectrum = torch.view_as_real(torch.fft.rfft(rel, dim=-1)).transpose(1, 2)  # [2R, 2, k]
-        graph.srcdata["h"] = h_spectrum[:, None, :, None, :]  # [N, 1, 2, 1, k]
-        slotted = slots[:, :, None, None, None] * r_spectrum[:, None, None, :, :]  # [2R, 2, 1, 2, k]
-        graph.edata["r"] = slotted[graph.edata["rel"]]
+        h_spectrum = torch.fft.rfft(h_src, dim=-1).conj()
+        a, b = h_spectrum.real, h_spectrum.imag
+        r_spectrum = torch.fft.rfft(rel, dim=-1)
+        c, d = r_spectrum.real, r_spectrum.imag
+        graph.srcdata["h"] = torch.stack([a + b, a, b], dim=1).unsqueeze(1)  # [N, 1, 3, k]
+        relation_factors = torch.stack([c, d - c, c + d], dim=1)  # [2R, 3, k]
+        graph.edata["r"] = (slots[:, :, None, None] * relation_factors.unsqueeze(1))[graph.edata["rel"]]
         graph.update_all(fn.u_mul_e("h", "r", "m"), fn.mean("m", "agg"))
-        products = graph.dstdata["agg"]  # [N, direction, (a, b), (c, d), k]
-        real = products[:, :, 0, 0] + products[:, :, 1, 1]
-        imag = products[:, :, 0, 1] - products[:, :, 1, 0]
-        return torch.fft.irfft(torch.complex(real, imag), n=dim, dim=-1)
+        k1, k2, k3 = graph.dstdata["agg"].unbind(dim=2)  # each [N, 2, k]
+        return torch.fft.irfft(torch.complex(k1 - k3, k1 + k2), n=dim, dim=-1)
