@@ -21,5 +21,5 @@ def main() -> None:
     try:
         app()
     except KGServerError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(error.exit_code)

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from kgserver.cli.app import DbOption, JsonOption, app
+from kgserver.cli.models import NoTrackingOption, RegisterAsOption, TrackingUriOption
 from kgserver.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ def train_command(
     eval_every: int = typer.Option(5, "--eval-every", help="Evaluate on the validation split every N epochs."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     split_ratio: str = SplitRatioOption,
+    tracking_uri: Optional[str] = TrackingUriOption,
+    register_as: Optional[str] = RegisterAsOption,
+    no_tracking: bool = NoTrackingOption,
     db: Optional[str] = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -86,6 +90,11 @@ def train_command(
     --patience evaluations, or at --max-minutes; the best checkpoint (by
     validation MRR) is the one evaluated on the test split. The metrics are
     filtered MRR, Hits@1/3/10 and mean rank over head and tail prediction.
+
+    Every training is an MLflow run in the experiment named after the graph, and
+    registers a model version (--register-as, default GRAPH-MODEL); the tracking
+    store is checked before the first epoch. --no-tracking saves the model bundle
+    under $KGSERVER_HOME/models/ instead.
     """
     from kgserver.graph import Snapshot
     from kgserver.registry import get_model
@@ -109,9 +118,39 @@ def train_command(
         snapshot = Snapshot.from_store(store, graph, split_ratio=_ratio(split_ratio), seed=seed)
     seed_everything(seed)
     network = model_class(snapshot.num_entities, snapshot.num_relations, hparams)
-    with _epoch_progress(config.epochs) as progress:
-        result = train(network, snapshot, config, observer=progress)
-    _report(result, snapshot, model, json_output)
+    if no_tracking:
+        from kgserver.tracking import save_untracked
+
+        with _epoch_progress(config.epochs) as progress:
+            result = train(network, snapshot, config, observer=progress)
+        path = save_untracked(result.model, snapshot, register_as or f"{snapshot.name}-{model}")
+        _note(f"tracking off (--no-tracking): model bundle saved to {path}")
+        _report(result, snapshot, model, json_output, {"bundle_path": str(path)})
+        return
+    from kgserver.tracking import TrainingRun
+
+    run = TrainingRun.start(network, snapshot, config, tracking_uri=tracking_uri, register_as=register_as)
+    with run, _epoch_progress(config.epochs) as progress:
+        result = train(network, snapshot, config, observer=_Observers(progress, run))
+        version = run.finish(result)
+    _note(f"registered model version {version} (MLflow run {run.run_id}); browse it with `kgserver ui`")
+    _report(result, snapshot, model, json_output, {"registered_version": version, "run_id": run.run_id})
+
+
+class _Observers:
+    """Fans one training's epoch events out to several observers (progress, MLflow run)."""
+
+    def __init__(self, *observers: Any) -> None:
+        self.observers = observers
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        for observer in self.observers:
+            observer.on_epoch_end(epoch, metrics)
+
+
+def _note(message: str) -> None:
+    """A status line on stderr, so stdout holds only the result (or its JSON)."""
+    Console(stderr=True).print(message, highlight=False, soft_wrap=True)
 
 
 def _hyperparameters(model_class: type[KGModel], assignments: list[str]) -> Hyperparameters:
@@ -179,8 +218,10 @@ def _epoch_progress(epochs: int) -> Iterator[_EpochBar | _EpochLines]:
         yield _EpochBar(progress, progress.add_task("train", total=epochs, loss="-", mrr="-"))
 
 
-def _report(result: TrainResult, snapshot: Snapshot, model: str, json_output: bool) -> None:
-    summary = {"graph": snapshot.name, "model": model, **result.summary()}
+def _report(
+    result: TrainResult, snapshot: Snapshot, model: str, json_output: bool, saved: dict[str, str]
+) -> None:
+    summary = {"graph": snapshot.name, "model": model, **result.summary(), **saved}
     if json_output:
         typer.echo(json.dumps(summary))
         return
@@ -211,9 +252,7 @@ def evaluate_command(
     split_ratio: str = SplitRatioOption,
     batch_size: int = typer.Option(256, "--batch-size", help="Queries scored at once."),
     device: str = DeviceOption,
-    tracking_uri: Optional[str] = typer.Option(
-        None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow registry that resolves --model."
-    ),
+    tracking_uri: Optional[str] = TrackingUriOption,
     db: Optional[str] = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
