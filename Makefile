@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test bench-venv clean
+.PHONY: install demo test proto clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+proto: install
+	$(BIN)/python -m kgserver.serving.codegen
 
 clean:
 	rm -rf $(VENV) .kgserver
