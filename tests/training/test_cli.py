@@ -25,8 +25,10 @@ SMALL = ["embedding_dim=32", "decoder=distmult", "batch_size=64", "learning_rate
 FLAT_KEYS = [f"{split}_{metric}" for split in ("test", "valid") for metric in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank")]
 
 
-def kgserver(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def kgserver(*args: str, home: Path, threads: int | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KGSERVER_HOME": str(home)}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     env.pop("KGSERVER_DATABASE_URL", None)
     return subprocess.run([KGSERVER, *args], capture_output=True, text=True, env=env, timeout=600)
 
@@ -90,7 +92,7 @@ def test_evaluate_reproduces_the_training_metrics(tmp_path: Path) -> None:
     bundle = save_bundle(tmp_path / "bundle", result.model, snapshot)
     done = kgserver(
         "evaluate", "--model", str(bundle), "--graph", "toy", "--split", "test", "--db", db_url, "--json",
-        home=tmp_path,
+        home=tmp_path, threads=torch.get_num_threads(),  # the same summation order as the training run
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
