@@ -99,7 +99,7 @@ def train_command(
     from kgserver.graph import Snapshot
     from kgserver.registry import get_model
     from kgserver.store import open_store
-    from kgserver.training import TrainConfig, resolve_device, seed_everything, train
+    from kgserver.training import Observers, TrainConfig, resolve_device, seed_everything, train
 
     resolve_device(device)  # an unusable device fails before any work is done
     config = TrainConfig(
@@ -131,21 +131,10 @@ def train_command(
 
     run = TrainingRun.start(network, snapshot, config, tracking_uri=tracking_uri, register_as=register_as)
     with run, _epoch_progress(config.epochs) as progress:
-        result = train(network, snapshot, config, observer=_Observers(progress, run))
+        result = train(network, snapshot, config, observer=Observers(progress, run))
         version = run.finish(result)
     _note(f"registered model version {version} (MLflow run {run.run_id}); browse it with `kgserver ui`")
     _report(result, snapshot, model, json_output, {"registered_version": version, "run_id": run.run_id})
-
-
-class _Observers:
-    """Fans one training's epoch events out to several observers (progress, MLflow run)."""
-
-    def __init__(self, *observers: Any) -> None:
-        self.observers = observers
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        for observer in self.observers:
-            observer.on_epoch_end(epoch, metrics)
 
 
 def _note(message: str) -> None:
