@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: install demo test proto clean
+.PHONY: install demo test proto bench-venv clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# PyKEEN lives only in a benchmark venv, for bench/train.py's side-by-side comparison.
+bench-venv: bench/.venv-pykeen/.installed
+
+bench/.venv-pykeen/.installed: constraints.txt
+	$(PYTHON) -m venv bench/.venv-pykeen
+	bench/.venv-pykeen/bin/pip install -c constraints.txt -U pip wheel 'setuptools<70'
+	bench/.venv-pykeen/bin/pip install -c constraints.txt torch==2.2.1 pykeen
+	touch $@
 
 proto: install
 	$(BIN)/python -m kgserver.serving.codegen
