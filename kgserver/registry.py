@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from kgserver.errors import PluginNotFound
 
 ENTRY_POINT_GROUP = "kgserver.models"
+LOSSES = ("bce", "ce")
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,23 @@ class Hyperparameters:
 
     Fields shared by every trainer live here; a plugin subclasses it and adds its
     own. Defaults are the values that reach the documented quality targets.
+    ``loss`` is "bce" (binary cross-entropy per candidate) or "ce" (softmax
+    cross-entropy over the candidates); see :mod:`kgserver.training.losses`.
     """
 
     embedding_dim: int = 200
     learning_rate: float = 1e-3
     batch_size: int = 1024
+    loss: str = "bce"
     label_smoothing: float = 0.1
     num_negatives: int = 64
     weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,14 +28,16 @@ class GNNHyperparameters(Hyperparameters):
     """Depth controls and decoder settings shared by the GNN plugins.
 
     ``num_layers``, ``residual`` and ``edge_dropout`` keep deeper encoders from
-    over-smoothing; ``dropout`` is applied to every layer's output. The
-    ``conve_*`` fields configure the ConvE decoder and are ignored by DistMult.
+    over-smoothing; ``dropout`` is applied to every layer's output and
+    ``relation_dropout`` to the relation embeddings handed to the decoder. The
+    ``conve_*`` fields configure the ConvE decoder and are ignored by the others.
     """
 
     num_layers: int = 1
     residual: bool = False
     edge_dropout: float = 0.0
     dropout: float = 0.1
+    relation_dropout: float = 0.0
     decoder: str = "conve"
     conve_height: int = 10
     conve_filters: int = 32
@@ -45,6 +47,7 @@ class GNNHyperparameters(Hyperparameters):
     conve_hidden_dropout: float = 0.3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.embedding_dim < 1:
             raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
         if self.num_layers < 1:
@@ -54,6 +57,7 @@ class GNNHyperparameters(Hyperparameters):
         for name in (
             "edge_dropout",
             "dropout",
+            "relation_dropout",
             "conve_input_dropout",
             "conve_feature_dropout",
             "conve_hidden_dropout",
@@ -95,6 +99,7 @@ class GNNLinkPredictor(KGModel):
         nn.init.xavier_normal_(self.relation_embedding)
         self.layers = nn.ModuleList(self.build_layer(index) for index in range(hparams.num_layers))
         self.dropout = nn.Dropout(hparams.dropout)
+        self.relation_dropout = nn.Dropout(hparams.relation_dropout)
         self.decoder = build_decoder(hparams)
 
     def build_layer(self, index: int) -> nn.Module:
@@ -115,7 +120,7 @@ class GNNLinkPredictor(KGModel):
             if self.hparams.residual:
                 out = out + h[: layer_graph.num_dst_nodes()]
             h = self.dropout(out)
-        return h, rel
+        return h, self.relation_dropout(rel)
 
     def score(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         return self.decoder(heads, relations, tails)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from kgserver.evaluation import AnswerIndex
 from kgserver.registry import KGModel
-from kgserver.training.losses import negatives_loss, one_to_n_loss
+from kgserver.training.losses import Objective, negatives_loss, one_to_n_loss
 
 
 class FullGraphOneToN:
@@ -30,11 +30,11 @@ class FullGraphOneToN:
         train: Tensor,
         *,
         batch_size: int,
-        label_smoothing: float,
+        objective: Objective,
         generator: torch.Generator,
     ) -> None:
         self.model, self.graph = model, graph
-        self.batch_size, self.label_smoothing, self.generator = batch_size, label_smoothing, generator
+        self.batch_size, self.objective, self.generator = batch_size, objective, generator
         self.answers = AnswerIndex(train.to(graph.device), model.num_relations)
         self.subjects, self.relations = self.answers.queries()
 
@@ -45,7 +45,7 @@ class FullGraphOneToN:
             entity_emb, relation_emb = self.model.encode(self.graph)
             logits = self.model.score(entity_emb[self.subjects[ids]], relation_emb[self.relations[ids]], entity_emb)
             rows, objects = self.answers.answers_of(ids)
-            yield one_to_n_loss(logits, rows, objects, self.label_smoothing), len(ids)
+            yield one_to_n_loss(self.objective, logits, rows, objects), len(ids)
 
 
 class FullGraphNegatives:
@@ -59,14 +59,14 @@ class FullGraphNegatives:
         *,
         batch_size: int,
         num_negatives: int,
-        label_smoothing: float,
+        objective: Objective,
         generator: torch.Generator,
     ) -> None:
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be positive, got {num_negatives}")
         self.model, self.graph = model, graph
         self.batch_size, self.num_negatives = batch_size, num_negatives
-        self.label_smoothing, self.generator = label_smoothing, generator
+        self.objective, self.generator = objective, generator
         heads, rels, tails = train.to(graph.device).long().unbind(1)
         self.subjects = torch.cat([heads, tails])
         self.relations = torch.cat([rels, rels + model.num_relations])
@@ -80,13 +80,12 @@ class FullGraphNegatives:
             negatives = torch.randint(num_entities, (len(ids), self.num_negatives), generator=self.generator)
             entity_emb, relation_emb = self.model.encode(self.graph)
             loss = negatives_loss(
+                self.objective,
                 self.model,
                 entity_emb[self.subjects[ids]],
                 relation_emb[self.relations[ids]],
                 entity_emb,
                 self.objects[ids],
                 negatives.to(self.graph.device),
-                self.label_smoothing,
-                num_entities,
             )
             yield loss, len(ids)

@@ -1,11 +1,18 @@
-"""The two training objectives: 1-N binary cross-entropy and sampled negatives.
+"""Training objectives: binary or softmax cross-entropy, over all entities or sampled negatives.
 
-Both use binary cross-entropy on logits with label smoothing
+``loss="bce"`` is binary cross-entropy on each logit with label smoothing
 ``target * (1 - eps) + eps / num_entities`` (the LCWA convention), so a model
-moves between the two without retuning its output scale.
+moves between 1-N and sampled negatives without retuning its output scale.
+``loss="ce"`` is softmax cross-entropy: each query's true answers (spread evenly
+when there are several) against every candidate, smoothed towards uniform by
+``eps``. Softmax cross-entropy ranks better for ComplEx-like decoders (Ruffinelli
+et al. 2020, "You CAN teach an old dog new tricks!"); BCE is the classic 1-N
+objective of ConvE and CompGCN.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,34 +21,45 @@ from torch import Tensor
 from kgserver.registry import KGModel
 
 
-def smooth(targets: Tensor, label_smoothing: float, num_entities: int) -> Tensor:
-    """Label smoothing towards the uniform ``1 / num_entities``."""
-    if label_smoothing == 0:
-        return targets
-    return targets * (1.0 - label_smoothing) + label_smoothing / num_entities
+@dataclass(frozen=True)
+class Objective:
+    """The loss a plugin's hyperparameters ask for: ``kind`` (see :data:`kgserver.registry.LOSSES`) and its smoothing."""
+
+    kind: str
+    label_smoothing: float
+    num_entities: int
+
+    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Loss of ``logits [B, C]`` against multi-hot ``targets [B, C]`` (every row has an answer)."""
+        if self.kind == "ce":
+            distribution = targets / targets.sum(dim=1, keepdim=True)
+            return F.cross_entropy(logits, distribution, label_smoothing=self.label_smoothing)
+        smoothed = targets
+        if self.label_smoothing:
+            smoothed = targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_entities
+        return F.binary_cross_entropy_with_logits(logits, smoothed)
 
 
-def one_to_n_loss(logits: Tensor, rows: Tensor, objects: Tensor, label_smoothing: float) -> Tensor:
-    """BCE of ``logits [B, N]`` against the multi-hot answers ``(rows, objects)``.
+def one_to_n_loss(objective: Objective, logits: Tensor, rows: Tensor, objects: Tensor) -> Tensor:
+    """Loss of ``logits [B, N]`` against the answers ``(rows, objects)``.
 
     The targets are kept sparse until here and densified for this batch only.
     """
     targets = torch.zeros_like(logits)
     targets[rows, objects] = 1.0
-    return F.binary_cross_entropy_with_logits(logits, smooth(targets, label_smoothing, logits.shape[1]))
+    return objective(logits, targets)
 
 
 def negatives_loss(
+    objective: Objective,
     model: KGModel,
     heads: Tensor,
     relations: Tensor,
     table: Tensor,
     positives: Tensor,
     negatives: Tensor,
-    label_smoothing: float,
-    num_entities: int,
 ) -> Tensor:
-    """BCE of each query's true tail against its sampled negatives.
+    """Loss of each query's true tail against its sampled negatives.
 
     ``heads [B, d]`` and ``relations [B, d_r]`` are the queries; ``positives [B]``
     and ``negatives [B, K]`` index rows of ``table`` (the entity embeddings at
@@ -57,4 +75,4 @@ def negatives_loss(
     )
     targets = torch.zeros_like(logits)
     targets[:, 0] = 1.0
-    return F.binary_cross_entropy_with_logits(logits, smooth(targets, label_smoothing, num_entities))
+    return objective(logits, targets)

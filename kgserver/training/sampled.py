@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from kgserver.registry import KGModel
-from kgserver.training.losses import negatives_loss
+from kgserver.training.losses import Objective, negatives_loss
 
 
 def reverse_edge_ids(num_edges: int, device: torch.device | str = "cpu") -> Tensor:
@@ -66,12 +66,12 @@ class SampledEdges:
         fanouts: tuple[int, ...],
         batch_size: int,
         num_negatives: int,
-        label_smoothing: float,
+        objective: Objective,
     ) -> None:
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be positive, got {num_negatives}")
         self.model, self.graph = model, graph
-        self.num_negatives, self.label_smoothing = num_negatives, label_smoothing
+        self.num_negatives, self.objective = num_negatives, objective
         self.loader = edge_loader(graph, fanouts, batch_size, num_negatives)
 
     def batches(self) -> Iterator[tuple[Tensor, int]]:
@@ -86,13 +86,12 @@ class SampledEdges:
                 raise RuntimeError("DGL's negative sampler no longer lists each edge's negatives together")
             relations = relation_of_edge[pairs.edata[dgl.EID]]
             loss = negatives_loss(
+                self.objective,
                 self.model,
                 entity_emb[sources],
                 relation_emb[relations],
                 entity_emb,
                 targets,
                 negative_targets,
-                self.label_smoothing,
-                self.model.num_entities,
             )
             yield loss, len(sources)

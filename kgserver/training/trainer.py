@@ -20,6 +20,7 @@ from kgserver.graph import Snapshot
 from kgserver.registry import KGModel
 from kgserver.training.config import Observer, TrainConfig, TrainResult
 from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
+from kgserver.training.losses import Objective
 from kgserver.training.mode import choose_mode, fanouts_for
 from kgserver.training.runtime import cpu_threads, deterministic_algorithms, resolve_device, seed_everything
 from kgserver.training.sampled import SampledEdges
@@ -133,6 +134,7 @@ def _batch_source(
     generator: torch.Generator,
 ) -> BatchSource:
     hparams = model.hparams
+    objective = Objective(hparams.loss, hparams.label_smoothing, model.num_entities)
     if mode == "sampled":
         return SampledEdges(
             model,
@@ -140,7 +142,7 @@ def _batch_source(
             fanouts=fanouts_for(model, config),
             batch_size=hparams.batch_size,
             num_negatives=hparams.num_negatives,
-            label_smoothing=hparams.label_smoothing,
+            objective=objective,
         )
     if model.training_mode == "negatives":
         return FullGraphNegatives(
@@ -149,7 +151,7 @@ def _batch_source(
             snapshot.train,
             batch_size=hparams.batch_size,
             num_negatives=hparams.num_negatives,
-            label_smoothing=hparams.label_smoothing,
+            objective=objective,
             generator=generator,
         )
     if model.training_mode != "1-n":
@@ -159,7 +161,7 @@ def _batch_source(
         graph,  # type: ignore[arg-type]
         snapshot.train,
         batch_size=hparams.batch_size,
-        label_smoothing=hparams.label_smoothing,
+        objective=objective,
         generator=generator,
     )
 

@@ -53,8 +53,9 @@ def test_full_graph_training_beats_an_untrained_model(name: str, mirrored: Snaps
         assert key in result.metrics and key.replace("test_", "valid_") in result.metrics
 
 
-def test_negatives_objective_trains(mirrored: Snapshot) -> None:
-    model = build("compgcn", mirrored, "num_negatives=16")
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_negatives_objective_trains(loss: str, mirrored: Snapshot) -> None:
+    model = build("compgcn", mirrored, "num_negatives=16", f"loss={loss}")
     model.training_mode = "negatives"  # the instance declares the sampled-negatives objective
     baseline = untrained_test_mrr(model, mirrored)
     result = train(model, mirrored, TrainConfig(epochs=20, eval_every=5, mode="full"))
