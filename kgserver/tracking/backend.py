@@ -13,6 +13,7 @@ database URI would be retried ten times by MLflow's engine factory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from contextlib import contextmanager
@@ -81,7 +82,7 @@ def check_reachable(uri: str) -> None:
     if scheme in DATABASE_SCHEMES:
         _check_database(uri, scheme)
     try:
-        with fail_fast():
+        with fail_fast(), _first_use_lock(uri, scheme):
             client_for(uri).search_experiments(max_results=1)
     except Exception as error:  # any failure here means: not usable as a tracking store
         raise TrackingUnavailable(_unavailable(uri, error)) from error
@@ -109,6 +110,27 @@ def fail_fast() -> Iterator[None]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@contextmanager
+def _first_use_lock(uri: str, scheme: str) -> Iterator[None]:
+    """Let processes that open a SQLite store take turns.
+
+    The first use of a new store creates MLflow's tables; two processes doing that
+    at once (two ``kgserver train`` started together on a fresh home) race, and
+    one fails with "table ... already exists". An advisory lock beside the file
+    makes the second wait until the first has created them.
+    """
+    path = uri.split(":///", 1)[-1] if scheme == "sqlite" else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_database(uri: str, scheme: str) -> None:
