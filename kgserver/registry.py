@@ -119,8 +119,9 @@ class KGModel(nn.Module):
 
     Subclasses set the class attributes and implement :meth:`encode` and :meth:`score`.
     ``training_mode`` says how the trainer builds targets: ``"1-n"`` scores every
-    entity as a tail with BCE and label smoothing; ``"negatives"`` scores the true
-    tail against ``num_negatives`` uniformly sampled entities.
+    entity as a tail; ``"negatives"`` scores the true tail against
+    ``num_negatives`` uniformly sampled entities. Either way the hyperparameters'
+    ``loss`` ("bce" or "ce") and ``label_smoothing`` choose the objective.
     """
 
     name: ClassVar[str] = ""

@@ -26,7 +26,7 @@ class CompGCNHyperparameters(GNNHyperparameters):
 class CompGCN(GNNLinkPredictor):
     """CompGCN: composed messages, direction-specific weights, relations updated with the nodes."""
 
-    description = "CompGCN encoder (sub/mult/corr composition, relations updated) with a ConvE or DistMult decoder"
+    description = "CompGCN encoder (sub/mult/corr composition, relations updated) with a ComplEx, DistMult or ConvE decoder"
     hyperparameters = CompGCNHyperparameters
     hparams: CompGCNHyperparameters
 

@@ -32,7 +32,7 @@ class GATv2Hyperparameters(GNNHyperparameters):
 class GATv2(GNNLinkPredictor):
     """Relation-aware GATv2; each layer keeps its last attention weights in ``last_attention``."""
 
-    description = "Relation-aware multi-head GATv2 encoder (attention over incoming edges) with a ConvE or DistMult decoder"
+    description = "Relation-aware multi-head GATv2 encoder (attention over incoming edges) with a ComplEx, DistMult or ConvE decoder"
     hyperparameters = GATv2Hyperparameters
     hparams: GATv2Hyperparameters
 

@@ -33,7 +33,7 @@ class RGCNHyperparameters(GNNHyperparameters):
 class RGCN(GNNLinkPredictor):
     """R-GCN: relation-specific weights (basis/block-diagonal) over 2R edge types plus self-loop."""
 
-    description = "R-GCN encoder (basis or block-diagonal relation weights) with a ConvE or DistMult decoder"
+    description = "R-GCN encoder (basis or block-diagonal relation weights) with a ComplEx, DistMult or ConvE decoder"
     hyperparameters = RGCNHyperparameters
     hparams: RGCNHyperparameters
 

@@ -95,8 +95,10 @@ class BatchScorer:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._pending: list[_Job] = []
+        self._pending_rows = 0
         self._leading = False
         self._last_jobs = 1
+        self._wanted = 0  # jobs the waiting leader wants before it is woken (0: not waiting)
         self._closed = False
 
     def predict(
@@ -125,9 +127,11 @@ class BatchScorer:
             raise ScorerClosed("the scorer is shut down")
         with self._lock:
             self._pending.append(job)
+            self._pending_rows += job.size
             lead = not self._leading
             self._leading = True
-            self._arrived.notify()
+            if self._wanted and (len(self._pending) >= self._wanted or self._pending_rows >= self.max_batch):
+                self._arrived.notify()  # once per batch, not per arrival: each wake-up costs a thread switch
         if not lead:
             job.ready.acquire()  # released when answered, or when promoted to lead
             lead, job.promoted = job.promoted, False
@@ -158,19 +162,21 @@ class BatchScorer:
     def _take(self) -> list[_Job]:
         """The next batch: pending jobs in arrival order, at least one, at most ``max_batch`` rows."""
         with self._lock:
-            expected = self._last_jobs
+            self._wanted = self._last_jobs
             deadline = time.monotonic() + self.max_wait
-            while len(self._pending) < expected and _rows(self._pending) < self.max_batch:
+            while len(self._pending) < self._wanted and self._pending_rows < self.max_batch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._arrived.wait(remaining)
+            self._wanted = 0
             count, rows = 1, self._pending[0].size
             while count < len(self._pending) and rows + self._pending[count].size <= self.max_batch:
                 rows += self._pending[count].size
                 count += 1
             batch = self._pending[:count]
             del self._pending[:count]
+            self._pending_rows -= rows
             self._last_jobs = count
             return batch
 
@@ -193,10 +199,6 @@ class BatchScorer:
             self.stats.batches += 1
             for job in jobs:
                 job.ready.release()
-
-
-def _rows(jobs: list[_Job]) -> int:
-    return sum(job.size for job in jobs)
 
 
 def _column(jobs: list[_Job], index: int) -> Tensor:

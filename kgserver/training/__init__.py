@@ -1,6 +1,7 @@
 """Training link predictors: :func:`train` a plugin model on a :class:`~kgserver.graph.Snapshot`.
 
-1-N BCE with label smoothing or sampled negatives (as the plugin declares),
+1-N or sampled-negative scoring (as the plugin declares) with binary or softmax
+cross-entropy and label smoothing (as its hyperparameters say),
 Adam with gradient clipping, early stopping on validation MRR, full-graph or
 neighbour-sampled mini-batches (chosen by a memory estimate, or forced).
 """
