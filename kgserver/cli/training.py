@@ -76,6 +76,9 @@ def train_command(
     ),
     patience: int = typer.Option(5, "--patience", help="Evaluations without a better validation MRR before stopping."),
     eval_every: int = typer.Option(5, "--eval-every", help="Evaluate on the validation split every N epochs."),
+    lr_decay: float = typer.Option(
+        0.5, "--lr-decay", help="Multiply the learning rate by this after an evaluation without improvement (1: never)."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     split_ratio: str = SplitRatioOption,
     tracking_uri: Optional[str] = TrackingUriOption,
@@ -109,6 +112,7 @@ def train_command(
         max_minutes=max_minutes,
         patience=patience,
         eval_every=eval_every,
+        lr_decay=lr_decay,
         mode=mode.value,
         threads=threads,
     )

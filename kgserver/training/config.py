@@ -40,7 +40,10 @@ class TrainConfig:
     """How to run training.
 
     ``patience`` counts validation evaluations (every ``eval_every`` epochs)
-    without a better validation MRR before stopping. ``max_minutes`` stops the
+    without a better validation MRR before stopping; each such evaluation also
+    multiplies the learning rate by ``lr_decay`` (1 keeps it constant), so a run
+    that has stopped improving takes smaller steps before it gives up.
+    ``max_minutes`` stops the
     run cleanly between batches; the best checkpoint so far is still used.
     ``mode`` "auto" trains on the full graph when its estimated activation
     memory fits ``memory_budget_gb`` (default: half the device's memory), else
@@ -55,6 +58,7 @@ class TrainConfig:
     max_minutes: float | None = None
     patience: int = 5
     eval_every: int = 5
+    lr_decay: float = 0.5
     mode: Mode = "auto"
     fanouts: tuple[int, ...] | None = None
     grad_clip: float = 1.0
@@ -69,6 +73,8 @@ class TrainConfig:
             raise ConfigurationError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.patience < 1:
             raise ConfigurationError(f"patience must be at least 1, got {self.patience}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigurationError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.eval_every < 1:
             raise ConfigurationError(f"eval_every must be at least 1, got {self.eval_every}")
         if self.mode not in MODES:
@@ -94,7 +100,7 @@ class TrainResult:
     ``metrics`` has flat keys ``test_mrr``, ``test_hits_at_{1,3,10}``,
     ``test_mean_rank`` (and ``test_head_*``/``test_tail_*``), the same with
     ``valid_``, plus ``epochs`` (run) and ``seconds`` (wall time).
-    ``history`` has one dict per epoch: ``epoch``, ``loss``, ``epoch_seconds``,
+    ``history`` has one dict per epoch: ``epoch``, ``loss``, ``epoch_seconds``, ``learning_rate``,
     and on evaluation epochs ``valid_mrr`` and ``valid_hits_at_{1,3,10}``.
     """
 

@@ -92,12 +92,20 @@ def _train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Ob
         epoch_started = time.monotonic()
         model.train()
         loss, completed = _run_epoch(model, source, optimizer, config.grad_clip, deadline)
-        record: dict[str, float] = {"epoch": epoch, "loss": loss, "epoch_seconds": time.monotonic() - epoch_started}
+        record: dict[str, float] = {
+            "epoch": epoch,
+            "loss": loss,
+            "epoch_seconds": time.monotonic() - epoch_started,
+            "learning_rate": optimizer.param_groups[0]["lr"],
+        }
         out_of_time = not completed or time.monotonic() >= deadline
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
             valid = evaluator(model, graph, snapshot.valid)
             record.update({f"valid_{key}": valid[key] for key in VALID_KEYS})
             best.update(valid["mrr"], epoch, model)
+            if best.evaluations_since_best:
+                for group in optimizer.param_groups:
+                    group["lr"] *= config.lr_decay
         history.append(record)
         if observer is not None:
             observer.on_epoch_end(epoch, {key: value for key, value in record.items() if key != "epoch"})

@@ -94,6 +94,19 @@ def test_early_stopping_when_validation_does_not_improve(mirrored: Snapshot) -> 
     assert result.best_epoch == 2
 
 
+def test_learning_rate_decays_after_each_evaluation_without_improvement(mirrored: Snapshot) -> None:
+    model = build("compgcn", mirrored, "learning_rate=0.5")
+    result = train(model, mirrored, TrainConfig(epochs=16, eval_every=1, patience=16, lr_decay=0.5))
+    best, decays = float("-inf"), 0
+    for record, following in zip(result.history, result.history[1:]):
+        improved = record["valid_mrr"] > best
+        best = max(best, record["valid_mrr"])
+        expected = record["learning_rate"] * (1.0 if improved else 0.5)
+        assert following["learning_rate"] == pytest.approx(expected), record["epoch"]
+        decays += not improved
+    assert decays > 0  # the schedule was exercised, not only its absence
+
+
 def test_time_budget_stops_cleanly(mirrored: Snapshot) -> None:
     model = build("compgcn", mirrored)
     result = train(model, mirrored, TrainConfig(epochs=10_000, max_minutes=0.02))

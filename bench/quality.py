@@ -1,0 +1,98 @@
+"""Quality benchmark: each plugin's defaults trained by ``kgserver train --json`` on a benchmark.
+
+Imports the dataset's TSV splits (read from ``../shared/datasets/<name>``) into a
+scratch ``KGSERVER_HOME``, then runs, for every plugin, exactly what a user runs::
+
+    kgserver train --graph NAME --model PLUGIN --epochs 1000 --max-minutes M --threads T --json
+
+with the plugin's default hyperparameters, ``--parallel`` trainings at a time
+(two one-thread trainings use the two cores of the reference machine), and
+prints each run's filtered test metrics beside the CoDEx-S quality targets.
+
+    .venv/bin/python bench/quality.py --dataset codex-s --max-minutes 28
+    .venv/bin/python bench/quality.py --dataset wn18rr --max-minutes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO / ".." / "shared" / "datasets"
+KGSERVER = Path(sys.executable).parent / "kgserver"
+PLUGINS = ("rgcn", "compgcn", "gatv2")
+CODEX_S_TARGETS = {"compgcn": 0.45, "gatv2": 0.43, "rgcn": 0.38}
+
+
+def kgserver(home: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(KGSERVER), *args],
+        env={**os.environ, "KGSERVER_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], what: str) -> str:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"{what} failed ({process.returncode}):\n{err[-4000:]}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="codex-s", help="a folder of ../shared/datasets with *.tsv.gz splits")
+    parser.add_argument("--models", default=",".join(PLUGINS))
+    parser.add_argument("--max-minutes", type=float, default=28.0, help="time budget of each training")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    parser.add_argument("--parallel", type=int, default=2, help="trainings at a time")
+    parser.add_argument("--home", type=Path, help="KGSERVER_HOME to use (default: a scratch directory)")
+    args = parser.parse_args()
+    print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.node()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="kgserver-quality-") as scratch:
+        home = args.home or Path(scratch)
+        files = sorted(str(path) for path in (DATASETS / args.dataset).glob("*.tsv.gz"))
+        print(finish(kgserver(home, "import", *files, "--graph", args.dataset), "import").strip(), flush=True)
+        queue = [name for name in args.models.split(",") if name]
+        running: list[tuple[str, list[str], float, subprocess.Popen[str]]] = []
+        results = []
+        while queue or running:
+            while queue and len(running) < args.parallel:
+                name = queue.pop(0)
+                command = ["train", "--graph", args.dataset, "--model", name, "--epochs", "1000",
+                           "--max-minutes", f"{args.max_minutes:g}", "--threads", str(args.threads), "--json"]  # fmt: skip
+                running.append((name, command, time.monotonic(), kgserver(home, *command)))
+                time.sleep(1)  # distinct MLflow run start times, tidier logs
+            name, command, started, process = running.pop(0)
+            summary = json.loads(finish(process, f"training {name}").strip().splitlines()[-1])
+            summary["wall_minutes"] = (time.monotonic() - started) / 60
+            results.append((name, command, summary))
+            print(f"$ kgserver {' '.join(command)}\n{json.dumps(summary)}", flush=True)
+    print(f"\n{args.dataset}, default hyperparameters, {args.threads} thread(s) per training, "
+          f"{args.parallel} at a time, at most {args.max_minutes:g} minutes each")
+    print("| plugin | epochs (best) | stopped by | minutes | test MRR | Hits@1 | Hits@3 | Hits@10 | valid MRR |"
+          + (" target |" if args.dataset == "codex-s" else ""))
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.dataset == "codex-s" else ""))
+    for name, _, m in results:
+        target = CODEX_S_TARGETS.get(name) if args.dataset == "codex-s" else None
+        print(f"| {name} | {m['epochs']:.0f} ({m['best_epoch']}) | {m['stop_reason']} | {m['wall_minutes']:.1f} "
+              f"| {m['test_mrr']:.4f} | {m['test_hits_at_1']:.4f} | {m['test_hits_at_3']:.4f} "
+              f"| {m['test_hits_at_10']:.4f} | {m['valid_mrr']:.4f} |"
+              + (f" >= {target} {'met' if m['test_mrr'] >= target else 'NOT met'} |" if target else ""))
+
+
+if __name__ == "__main__":
+    main()
