@@ -11,7 +11,7 @@ the same load against a gRPC server that answers a canned top-10 with no model
 at all, which is the ceiling of the framework and the load generator on this
 machine (they share its CPUs with the server).
 
-    .venv/bin/python bench/serve.py [--plugin compgcn] [--decoder conve] [--seconds 8]
+    .venv/bin/python bench/serve.py [--plugin compgcn] [--decoder complex] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plugin", default="compgcn")
-    parser.add_argument("--decoder", default="conve", choices=["conve", "distmult"])
+    parser.add_argument("--decoder", default="complex", choices=["complex", "distmult", "conve"],
+                        help="the plugins' default is complex")
     parser.add_argument("--dim", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])

@@ -45,7 +45,12 @@ def build(name: str, seed: int = 0, **overrides: object) -> KGModel:
     }
     values.update(overrides)
     torch.manual_seed(seed)
-    return cls(NUM_ENTITIES, NUM_RELATIONS, cls.hyperparameters.from_dict(values))
+    model = cls(NUM_ENTITIES, NUM_RELATIONS, cls.hyperparameters.from_dict(values))
+    gates = getattr(model, "residual_gates", None)
+    if gates is not None:  # open the ReZero gates (zero at initialisation) so the layers count, as after training
+        with torch.no_grad():
+            gates.fill_(0.5)
+    return model
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import dgl
 import pytest
 import torch
 
-from kgserver.registry import Hyperparameters, KGModel, available_models, failed_plugins
+from kgserver.registry import Hyperparameters, KGModel, available_models, failed_plugins, get_model
 BUILT_IN = ("rgcn", "compgcn", "gatv2")
 NUM_ENTITIES, NUM_RELATIONS = 40, 5  # the sizes of the conftest graph
 
@@ -21,8 +21,8 @@ PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 VARIANTS = [
     {},
     {"decoder": "distmult"},
-    {"decoder": "complex"},
-    {"num_layers": 2, "residual": True, "edge_dropout": 0.3},
+    {"decoder": "conve"},
+    {"num_layers": 2, "residual": False, "edge_dropout": 0.3},
 ]
 
 
@@ -98,6 +98,18 @@ def test_encoder_is_permutation_equivariant(build_model: Callable[..., KGModel],
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
+def test_residual_encoder_starts_as_plain_embeddings_and_learns_its_gates(name: str, graph: dgl.DGLGraph) -> None:
+    cls = get_model(name)
+    torch.manual_seed(0)
+    model = cls(NUM_ENTITIES, NUM_RELATIONS, cls.hyperparameters.from_dict({"embedding_dim": 16, "dropout": 0.0}))
+    assert model.hparams.residual and torch.equal(model.residual_gates, torch.zeros(1))
+    entities, relations = model.encode(graph)
+    torch.testing.assert_close(entities, model.entity_embedding)
+    model.score(entities[: len(relations)], relations, entities).logsumexp(dim=1).sum().backward()
+    assert model.residual_gates.grad.abs().sum() > 0  # the gates open as training finds the neighbourhood useful
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
 def test_blocks_with_all_neighbours_match_the_full_graph(build_model: Callable[..., KGModel], name: str, graph: dgl.DGLGraph) -> None:
     model = build_model(name, num_layers=2, residual=True).eval()
     seeds = torch.tensor([3, 17, 0, 25, 9])
@@ -167,13 +179,13 @@ def test_variants_train(build_model: Callable[..., KGModel], name: str, override
         ("gatv2", "num_heads=3", "num_heads 3"),
         ("compgcn", "edge_dropout=1.0", "edge_dropout must be in"),
         ("rgcn", "num_layers=0", "num_layers must be at least 1"),
-        ("compgcn", "conve_height=7", "conve_height 7 must divide"),
+        ("compgcn", "decoder=conve conve_height=7", "conve_height 7 must divide"),
     ],
 )
 def test_bad_hyperparameters_are_clear_errors(name: str, assignment: str, message: str) -> None:
     cls = available_models()[name]
     with pytest.raises(ValueError, match=message):
-        cls.hyperparameters.parse_assignments([assignment])
+        cls.hyperparameters.parse_assignments(assignment.split())
 
 
 def test_hyperparameters_parse_from_cli_assignments() -> None:
