@@ -100,6 +100,9 @@ class TrainingRun:
             "torch.version": torch.__version__,
             "dgl.version": dgl.__version__,
         }
+        # MLflow's random run names come from the seeded ``random`` module, so runs started
+        # with the same seed would share one; name them after the model and the time instead
+        run_name = run_name or f"{model_type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         params = {"model_type": model_type, **model.hparams.to_dict()}
         params.update({f"train.{key}": value for key, value in _as_dict(train_config).items()})

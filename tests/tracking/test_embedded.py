@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -63,6 +64,7 @@ def test_run_records_params_metrics_tags(tracked: SimpleNamespace, snapshot: Sna
     result = tracked.results[0]
     params = run.data.params
     assert params["model_type"] == PLUGIN
+    assert re.fullmatch(rf"{PLUGIN}-\d{{8}}-\d{{6}}", run.info.run_name), run.info.run_name
     for key, value in result.model.hparams.to_dict().items():
         assert params[key] == (value if isinstance(value, str) else json.dumps(value)), key
     assert params["embedding_dim"] == str(HPARAMS["embedding_dim"])
