@@ -109,7 +109,7 @@ def test_learning_rate_decays_after_each_evaluation_without_improvement(mirrored
 
 def test_time_budget_stops_cleanly(mirrored: Snapshot) -> None:
     model = build("compgcn", mirrored)
-    result = train(model, mirrored, TrainConfig(epochs=10_000, max_minutes=0.02))
+    result = train(model, mirrored, TrainConfig(epochs=10_000, max_minutes=0.02, patience=10_000))
     assert result.stop_reason == "max_minutes"
     assert result.metrics["epochs"] < 10_000
     assert "valid_mrr" in result.history[-1]
