@@ -121,8 +121,8 @@ def _first_use_lock(uri: str, scheme: str) -> Iterator[None]:
     one fails with "table ... already exists". An advisory lock beside the file
     makes the second wait until the first has created them.
     """
-    path = uri.split(":///", 1)[-1] if scheme == "sqlite" else ""
-    if not path or path == ":memory:":
+    path = _sqlite_file(uri, scheme)
+    if path is None:
         yield
         return
     with open(f"{path}.lock", "a") as handle:
@@ -133,14 +133,19 @@ def _first_use_lock(uri: str, scheme: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _sqlite_file(uri: str, scheme: str) -> Path | None:
+    """The database file of a SQLite URI (None for other schemes and in-memory databases)."""
+    path = uri.split(":///", 1)[-1] if scheme == "sqlite" else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
 def _check_database(uri: str, scheme: str) -> None:
     """Connect once with a timeout; MLflow's own engine factory retries for ~100 s."""
     import sqlalchemy
 
-    if scheme == "sqlite":
-        path = uri.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_file(uri, scheme)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"connect_timeout": CHECK_TIMEOUT_SECONDS} if scheme in {"postgresql", "mysql"} else {}
     try:
         engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
