@@ -45,7 +45,7 @@ class Hyperparameters:
     """Base of every plugin's hyperparameters: typed fields with defaults.
 
     Fields shared by every trainer live here; a plugin subclasses it and adds its
-    own. Defaults are the values that reach the documented quality targets.
+    own, and may give these fields other defaults.
     ``loss`` is "bce" (binary cross-entropy per candidate) or "ce" (softmax
     cross-entropy over the candidates); see :mod:`kgserver.training.losses`.
     """

@@ -31,13 +31,12 @@ class GNNHyperparameters(Hyperparameters):
     over-smoothing. ``residual`` adds each layer's output to its input through a
     learned gate that starts at zero (ReZero, Bachlechner et al. 2020): the
     encoder starts as plain embeddings, which learn fast, and lets in as much of
-    the neighbourhood as helps. ``dropout`` is applied to every layer's output
-    and ``relation_dropout`` to the relation embeddings handed to the decoder.
+    the neighbourhood as helps. ``dropout`` is applied to every layer's output.
     The ``conve_*`` fields configure the ConvE decoder and are ignored by the others.
     """
 
-    # the shared fields' defaults for these plugins: the settings that reach the
-    # CoDEx-S targets in 30 minutes on two CPU cores (bench/RESULTS.md)
+    # the shared fields' defaults for these plugins: the best settings found on CoDEx-S
+    # within 30 minutes on two CPU cores (bench/RESULTS.md, section Quality)
     embedding_dim: int = 512
     learning_rate: float = 0.01
     loss: str = "ce"
@@ -45,7 +44,6 @@ class GNNHyperparameters(Hyperparameters):
     residual: bool = True
     edge_dropout: float = 0.0
     dropout: float = 0.1
-    relation_dropout: float = 0.0
     decoder: str = "complex"
     conve_height: int = 10
     conve_filters: int = 32
@@ -65,7 +63,6 @@ class GNNHyperparameters(Hyperparameters):
         for name in (
             "edge_dropout",
             "dropout",
-            "relation_dropout",
             "conve_input_dropout",
             "conve_feature_dropout",
             "conve_hidden_dropout",
@@ -108,7 +105,6 @@ class GNNLinkPredictor(KGModel):
         self.layers = nn.ModuleList(self.build_layer(index) for index in range(hparams.num_layers))
         self.residual_gates = nn.Parameter(torch.zeros(hparams.num_layers)) if hparams.residual else None
         self.dropout = nn.Dropout(hparams.dropout)
-        self.relation_dropout = nn.Dropout(hparams.relation_dropout)
         self.decoder = build_decoder(hparams)
 
     def build_layer(self, index: int) -> nn.Module:
@@ -129,7 +125,7 @@ class GNNLinkPredictor(KGModel):
             if self.residual_gates is not None:
                 out = h[: layer_graph.num_dst_nodes()] + self.residual_gates[index] * out
             h = self.dropout(out)
-        return h, self.relation_dropout(rel)
+        return h, rel
 
     def score(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         return self.decoder(heads, relations, tails)

@@ -43,8 +43,8 @@ class TrainConfig:
     without a better validation MRR before stopping; each such evaluation also
     multiplies the learning rate by ``lr_decay`` (1 keeps it constant), so a run
     that has stopped improving takes smaller steps before it gives up.
-    ``max_minutes`` stops the
-    run cleanly between batches; the best checkpoint so far is still used.
+    ``max_minutes`` stops the run cleanly between batches; the best checkpoint
+    so far is still used.
     ``mode`` "auto" trains on the full graph when its estimated activation
     memory fits ``memory_budget_gb`` (default: half the device's memory), else
     neighbour-sampled mini-batches with ``fanouts`` neighbours per layer

@@ -42,8 +42,10 @@ def test_binary_cross_entropy_smooths_towards_one_over_the_entity_count() -> Non
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [("loss", "hinge", "loss must be one of bce, ce"),
-                                                         ("label_smoothing", 1.0, "label_smoothing must be in")])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("loss", "hinge", "loss must be one of bce, ce"), ("label_smoothing", 1.0, "label_smoothing must be in")],
+)
 def test_bad_objective_settings_are_refused(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Hyperparameters(**{field: value})
