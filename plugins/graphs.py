@@ -1,9 +1,14 @@
-"""Graph helpers shared by the encoders: DropEdge that works on graphs and on blocks."""
+"""Graph helpers shared by the encoders: DropEdge, and edges grouped by destination and relation.
+
+Both work on full graphs and on sampled blocks alike.
+"""
 
 from __future__ import annotations
 
 import dgl
+import dgl.function as fn
 import torch
+from torch import Tensor
 
 
 def drop_edges(graph: dgl.DGLGraph, p: float) -> dgl.DGLGraph:
@@ -32,3 +37,51 @@ def drop_edges(graph: dgl.DGLGraph, p: float) -> dgl.DGLGraph:
     block.dstdata.update(graph.dstdata)
     block.edata.update({key: value[eids] for key, value in graph.edata.items()})
     return block
+
+
+class RelationGroups:
+    """The edges of a graph or block grouped by (destination node, relation type).
+
+    A message ``f(h_u, e_r)`` that is linear in ``h_u`` can be summed per group
+    before the relation is applied: ``sum_u f(h_u, e_r) = f(sum_u h_u, e_r)``. One
+    sparse sum of the source features per group, with no per-edge tensor, then
+    ``f`` once per group instead of once per edge; a knowledge graph has several
+    edges per group (CoDEx-S: 65,776 message edges in 11,867 groups).
+    """
+
+    def __init__(self, graph: dgl.DGLGraph, num_types: int) -> None:
+        src, dst = graph.edges()
+        keys, group_of_edge = torch.unique(dst * num_types + graph.edata["rel"], return_inverse=True)
+        self.dst = keys // num_types
+        self.rel = keys % num_types
+        self.num_dst_nodes = graph.num_dst_nodes()
+        self._gather = dgl.create_block(
+            (src, group_of_edge), num_src_nodes=graph.num_src_nodes(), num_dst_nodes=len(keys), device=graph.device
+        )
+        self.size = self._gather.in_degrees()
+        """Edges per group."""
+
+    def __len__(self) -> int:
+        return len(self.dst)
+
+    def sum_sources(self, features: Tensor) -> Tensor:
+        """``[G, ...]``: the sum of each group's source-node ``features`` (``[N_src, ...]``)."""
+        with self._gather.local_scope():
+            self._gather.srcdata["h"] = features
+            self._gather.update_all(fn.copy_u("h", "m"), fn.sum("m", "s"))
+            return self._gather.dstdata["s"]
+
+    def sum_to_destinations(self, messages: Tensor, slot: Tensor, num_slots: int) -> Tensor:
+        """``[N_dst, num_slots, ...]``: each group's message (``[G, ...]``) summed into slot
+        ``slot[g]`` of its destination node."""
+        groups = torch.arange(len(self), device=messages.device)
+        scatter = dgl.create_block(
+            (groups, self.dst * num_slots + slot),
+            num_src_nodes=len(self),
+            num_dst_nodes=self.num_dst_nodes * num_slots,
+            device=messages.device,
+        )
+        with scatter.local_scope():
+            scatter.srcdata["m"] = messages
+            scatter.update_all(fn.copy_u("m", "m"), fn.sum("m", "s"))
+            return scatter.dstdata["s"].view(self.num_dst_nodes, num_slots, *messages.shape[1:])

@@ -12,13 +12,14 @@ where ``m_O(v)`` / ``m_I(v)`` sum the composed messages of each direction,
 divided by ``v``'s in-degree (a mean that a sampled block reproduces exactly).
 
 Because ``W_O`` and ``W_I`` are linear they are applied after aggregation, once
-per node rather than once per edge. The direction goes into the features: each
-relation's embedding is placed in slot 0 (original) or 1 (inverse) of a
-``[2, d]`` array, the other slot zero, so one DGL ``u_mul_e`` + mean over
-incoming edges yields both directions' sums at once, ``[N, 2, d]``, without
-materialising per-edge messages. ``corr`` is aggregated in the frequency
-domain (``corr(a, b) = irfft(conj(rfft a) * rfft b)`` is linear in each
-argument), so FFTs run per node and per relation, never per edge.
+per node rather than once per edge. Every composition is linear in ``h_u``, so
+the sources are first summed per (destination, relation) group
+(:class:`~kgserver_plugins.graphs.RelationGroups`), the relation is applied
+once per group, and the groups are summed into the destination's slot for
+their direction, ``[N, 2, d]``: no per-edge message is materialised. ``corr``
+is aggregated in the frequency domain (``corr(a, b) = irfft(conj(rfft a) *
+rfft b)`` is linear in each argument), so FFTs run per node and per relation,
+never per edge or group.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from __future__ import annotations
 from typing import Callable
 
 import dgl
-import dgl.function as fn
 import torch
 from torch import Tensor, nn
+
+from kgserver_plugins.graphs import RelationGroups
 
 COMPOSITIONS = ("sub", "mult", "corr")
 
@@ -79,8 +81,7 @@ class CompGCNConv(nn.Module):
 
     def forward(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> tuple[Tensor, Tensor]:
         """Update the destination nodes and every relation embedding."""
-        with graph.local_scope():
-            neighbours = self.w_direction(self.directional_mean(graph, h_src, rel).flatten(1))
+        neighbours = self.w_direction(self.directional_mean(graph, h_src, rel).flatten(1))
         h_dst = h_src[: graph.num_dst_nodes()]
         itself = self.w_self(compose(h_dst, self.loop_relation, self.composition))
         out = self.norm((neighbours + itself) / 3 + self.bias)
@@ -91,40 +92,37 @@ class CompGCNConv(nn.Module):
     def directional_mean(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> Tensor:
         """``[N_dst, 2, d]``: the composed incoming messages of original (0) and inverse (1)
         edges, summed per direction and divided by the node's in-degree."""
-        rel_types = graph.edata["rel"]
-        inverse = torch.arange(rel.shape[0], device=rel.device) >= self.num_base_rels
-        slots = torch.stack([~inverse, inverse], dim=1).to(rel.dtype)  # [2R, 2] one-hot direction
+        groups = RelationGroups(graph, rel.shape[0])
+        group_rel = rel[groups.rel]
         if self.composition == "corr":
-            return self._frequency_domain_correlation(graph, h_src, rel, slots)
-        graph.srcdata["h"] = h_src.unsqueeze(1)  # [N, 1, d]
-        graph.edata["r"] = (slots.unsqueeze(2) * rel.unsqueeze(1))[rel_types]  # [E, 2, d]
-        if self.composition == "mult":
-            graph.update_all(fn.u_mul_e("h", "r", "m"), fn.mean("m", "agg"))
-            return graph.dstdata["agg"]
-        # sub: sum(h_u - e_r) = sum(h_u) - sum(e_r), each per direction
-        graph.edata["slot"] = slots[rel_types].unsqueeze(2)  # [E, 2, 1]
-        graph.update_all(fn.u_mul_e("h", "slot", "m"), fn.mean("m", "h_agg"))
-        graph.update_all(fn.copy_e("r", "m"), fn.mean("m", "r_agg"))
-        return graph.dstdata["h_agg"] - graph.dstdata["r_agg"]
+            messages = self._frequency_domain_correlation(groups, h_src, rel)
+        elif self.composition == "mult":
+            messages = groups.sum_sources(h_src) * group_rel
+        else:  # sub: sum(h_u - e_r) = sum(h_u) - (number of edges) e_r
+            messages = groups.sum_sources(h_src) - groups.size.unsqueeze(1).to(rel.dtype) * group_rel
+        direction = (groups.rel >= self.num_base_rels).long()
+        per_direction = groups.sum_to_destinations(messages, direction, 2)
+        in_degrees = graph.in_degrees().clamp(min=1).to(per_direction.dtype)
+        per_direction = per_direction / in_degrees.view(-1, *([1] * (per_direction.dim() - 1)))
+        if self.composition == "corr":
+            k1, k2, k3 = per_direction.unbind(dim=2)  # each [N_dst, 2, k]
+            return torch.fft.irfft(torch.complex(k1 - k3, k1 + k2), n=h_src.shape[-1], dim=-1)
+        return per_direction
 
     @staticmethod
-    def _frequency_domain_correlation(graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, slots: Tensor) -> Tensor:
-        """Sum ``conj(H_u) * R_r`` over edges with three real products (Karatsuba).
+    def _frequency_domain_correlation(groups: RelationGroups, h_src: Tensor, rel: Tensor) -> Tensor:
+        """Per group, ``sum_u conj(H_u) * R_r`` in three real products (Karatsuba), ``[G, 3, k]``.
 
         With ``conj(H) = a + ib`` and ``R = c + id``: ``k1 = c (a + b)``, ``k2 = a (d - c)``,
         ``k3 = b (c + d)`` give ``conj(H) R = (k1 - k3) + i (k1 + k2)``. Nodes carry
-        ``[a + b, a, b]`` and relations ``[c, d - c, c + d]``, so one elementwise
-        ``u_mul_e`` sums all three products per direction; the FFTs are per node
-        and per relation only.
+        ``[a + b, a, b]`` and relations ``[c, d - c, c + d]``; the products are linear
+        in the node factors, so they are summed per group first. The FFTs are per
+        node and per relation only.
         """
-        dim = h_src.shape[-1]
         h_spectrum = torch.fft.rfft(h_src, dim=-1).conj()
         a, b = h_spectrum.real, h_spectrum.imag
         r_spectrum = torch.fft.rfft(rel, dim=-1)
         c, d = r_spectrum.real, r_spectrum.imag
-        graph.srcdata["h"] = torch.stack([a + b, a, b], dim=1).unsqueeze(1)  # [N, 1, 3, k]
+        node_factors = groups.sum_sources(torch.stack([a + b, a, b], dim=1))  # [G, 3, k]
         relation_factors = torch.stack([c, d - c, c + d], dim=1)  # [2R, 3, k]
-        graph.edata["r"] = (slots[:, :, None, None] * relation_factors.unsqueeze(1))[graph.edata["rel"]]
-        graph.update_all(fn.u_mul_e("h", "r", "m"), fn.mean("m", "agg"))
-        k1, k2, k3 = graph.dstdata["agg"].unbind(dim=2)  # each [N, 2, k]
-        return torch.fft.irfft(torch.complex(k1 - k3, k1 + k2), n=dim, dim=-1)
+        return node_factors * relation_factors[groups.rel]
