@@ -1,7 +1,9 @@
-"""Seeding and device selection: the two things that make a run repeatable and portable."""
+"""The process settings training runs under: seeds, threads, deterministic kernels, the heap, the device."""
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import random
 from contextlib import contextmanager
 from typing import Iterator
@@ -53,6 +55,32 @@ def deterministic_algorithms() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+# glibc's mallopt() parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def retain_freed_memory() -> None:
+    """Make glibc keep freed memory for reuse instead of returning it to the kernel, process-wide.
+
+    A training step allocates and frees tensors of up to hundreds of megabytes
+    (per-edge attention, gradients). glibc hands out blocks above its mmap
+    threshold (32 MB at most) as fresh mappings and unmaps them when freed, so
+    every step faults its whole working set back in, page by page, zero-filled
+    by the kernel: a third of the CPU time of a CoDEx-S step at dimension 512.
+    With mappings off and trimming at its maximum, freed blocks stay in the
+    heap and the next step reuses them (1.2-1.4x faster steps). The cost is a
+    resident size that stays at the run's peak until the process exits. Other C
+    libraries have no such knobs; there this does nothing.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    for parameter, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)):
+        if libc.mallopt(parameter, value) != 1:
+            raise RuntimeError(f"glibc mallopt({parameter}, {value}) failed")
 
 
 def resolve_device(name: str) -> torch.device:

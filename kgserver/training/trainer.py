@@ -22,7 +22,13 @@ from kgserver.training.config import Observer, TrainConfig, TrainResult
 from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
 from kgserver.training.losses import Objective
 from kgserver.training.mode import choose_mode, fanouts_for
-from kgserver.training.runtime import cpu_threads, deterministic_algorithms, resolve_device, seed_everything
+from kgserver.training.runtime import (
+    cpu_threads,
+    deterministic_algorithms,
+    resolve_device,
+    retain_freed_memory,
+    seed_everything,
+)
 from kgserver.training.sampled import SampledEdges
 
 VALID_KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
@@ -60,7 +66,9 @@ def train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Obs
     Seeds every random source from ``config.seed`` first (seed before building
     the model too, with :func:`seed_everything`, for repeatable initialisation)
     and runs with torch's deterministic kernels, so a seed repeats its metrics.
+    Freed memory stays in the process for reuse (:func:`retain_freed_memory`).
     """
+    retain_freed_memory()
     with deterministic_algorithms(), cpu_threads(config.threads):
         return _train(model, snapshot, config, observer)
 
