@@ -14,16 +14,22 @@ from kgserver_plugins.layers.gatv2_conv import RelGATv2Conv
 
 @dataclass
 class GATv2Hyperparameters(GNNHyperparameters):
-    """Attention settings: heads (splitting ``embedding_dim``), LeakyReLU slope, dropout on weights."""
+    """Attention settings: heads (splitting ``embedding_dim``), LeakyReLU slope, dropout on weights.
+
+    ``attention_dim`` is the width of the hidden space the attention logits are
+    computed in (split over the heads too); it sets the per-edge cost of a layer.
+    """
 
     num_heads: int = 4
+    attention_dim: int = 128
     negative_slope: float = 0.2
     attention_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_heads < 1 or self.embedding_dim % self.num_heads:
-            raise ValueError(f"num_heads {self.num_heads} must be positive and divide embedding_dim {self.embedding_dim}")
+        for name in ("embedding_dim", "attention_dim"):
+            if self.num_heads < 1 or getattr(self, name) % self.num_heads:
+                raise ValueError(f"num_heads {self.num_heads} must be positive and divide {name} {getattr(self, name)}")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
 
@@ -44,6 +50,7 @@ class GATv2(GNNLinkPredictor):
             num_heads=self.hparams.num_heads,
             negative_slope=self.hparams.negative_slope,
             attention_dropout=self.hparams.attention_dropout,
+            attention_dim=self.hparams.attention_dim,
             activation=None if self.is_last_layer(index) else torch.nn.functional.elu,
         )
 

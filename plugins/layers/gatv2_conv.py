@@ -6,7 +6,9 @@ attention vector, which is what makes GATv2's attention dynamic (the ranking of
 neighbours depends on the receiving node). ``W`` applied to a concatenation is
 the sum of three blocks, so ``W_src h_u`` and ``W_dst h_v`` are computed once
 per node and ``W_rel e_r`` once per relation; only their sum and the
-nonlinearity are per edge. Logits are normalised with ``edge_softmax`` over each
+nonlinearity are per edge. ``W`` maps to ``attention_dim`` (default: the layer
+size), which may be smaller than the messages: the per-edge work of attention
+shrinks with it while the messages keep their width. Logits are normalised with ``edge_softmax`` over each
 node's incoming edges, messages ``W_m [h_u || e_r]`` carry the relation, and::
 
     h_v' = act(W_self h_v + concat_k sum_{(u, r, v)} alpha_k(u, r, v) W_m^k [h_u || e_r])
@@ -42,15 +44,18 @@ class RelGATv2Conv(nn.Module):
         negative_slope: float = 0.2,
         attention_dropout: float = 0.0,
         activation: Callable[[Tensor], Tensor] | None = None,
+        attention_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if out_dim % num_heads:
-            raise ValueError(f"num_heads {num_heads} must divide the layer size {out_dim}")
+        attention_dim = out_dim if attention_dim is None else attention_dim
+        for size, what in ((out_dim, "the layer size"), (attention_dim, "attention_dim")):
+            if size % num_heads:
+                raise ValueError(f"num_heads {num_heads} must divide {what} {size}")
         self.num_heads, self.head_dim = num_heads, out_dim // num_heads
-        self.attend_src = nn.Linear(in_dim, out_dim, bias=False)
-        self.attend_dst = nn.Linear(in_dim, out_dim, bias=False)
-        self.attend_rel = nn.Linear(in_dim, out_dim)
-        self.attention = nn.Parameter(torch.empty(1, num_heads, self.head_dim))
+        self.attend_src = nn.Linear(in_dim, attention_dim, bias=False)
+        self.attend_dst = nn.Linear(in_dim, attention_dim, bias=False)
+        self.attend_rel = nn.Linear(in_dim, attention_dim)
+        self.attention = nn.Parameter(torch.empty(1, num_heads, attention_dim // num_heads))
         self.message_src = nn.Linear(in_dim, out_dim, bias=False)
         self.message_rel = nn.Linear(in_dim, out_dim)
         self.w_self = nn.Linear(in_dim, out_dim)
@@ -63,15 +68,17 @@ class RelGATv2Conv(nn.Module):
     def forward(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> tuple[Tensor, Tensor]:
         """Attend over incoming edges; relation embeddings pass through unchanged."""
         heads = (-1, self.num_heads, self.head_dim)
+        attention_heads = (-1, *self.attention.shape[1:])
         h_dst = h_src[: graph.num_dst_nodes()]
         rel_types = graph.edata["rel"]
         with graph.local_scope():
-            graph.srcdata["a_src"] = self.attend_src(h_src).view(heads)
+            graph.srcdata["a_src"] = self.attend_src(h_src).view(attention_heads)
             graph.srcdata["m_src"] = self.message_src(h_src).view(heads)
-            graph.dstdata["a_dst"] = self.attend_dst(h_dst).view(heads)
-            graph.edata["a_rel"] = self.attend_rel(rel)[rel_types].view(heads)
+            graph.dstdata["a_dst"] = self.attend_dst(h_dst).view(attention_heads)
+            graph.edata["a_rel"] = self.attend_rel(rel)[rel_types].view(attention_heads)
             graph.apply_edges(fn.u_add_v("a_src", "a_dst", "a_nodes"))
-            hidden = F.leaky_relu(graph.edata["a_nodes"] + graph.edata["a_rel"], self.negative_slope)
+            # in place: each of these [E, attention_dim] tensors is hundreds of MB on a real graph
+            hidden = F.leaky_relu_(graph.edata["a_nodes"].add_(graph.edata["a_rel"]), self.negative_slope)
             alpha = edge_softmax(graph, (hidden * self.attention).sum(-1))  # [E, heads]
             self.last_attention = alpha.detach()
             alpha = self.attention_dropout(alpha)
@@ -87,3 +94,4 @@ class RelGATv2Conv(nn.Module):
         if self.activation is not None:
             out = self.activation(out)
         return out, rel
+

@@ -118,17 +118,19 @@ def test_rgcn_aggregation_matches_per_edge_relation_weights(regularizer: str, gr
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_gatv2_layer_matches_its_definition_edge_by_edge(graph: dgl.DGLGraph) -> None:
-    """``alpha = softmax_in(a^T LeakyReLU(W [h_u || h_v || e_r]))``, ``h_v' = W_self h_v + sum alpha W_m [h_u || e_r]``."""
+@pytest.mark.parametrize("attention_dim", [None, 4])
+def test_gatv2_layer_matches_its_definition_edge_by_edge(attention_dim: int | None, graph: dgl.DGLGraph) -> None:
+    """``alpha = softmax_in(a^T LeakyReLU(W [h_u || h_v || e_r]))``, ``h_v' = W_self h_v + sum alpha W_m [h_u || e_r]``,
+    with ``W`` as wide as the layer or narrower (``attention_dim``)."""
     num_rels, heads, dim = int(graph.edata["rel"].max()) + 1, 2, 8
-    layer = RelGATv2Conv(dim, dim, num_heads=heads, negative_slope=0.2)
+    layer = RelGATv2Conv(dim, dim, num_heads=heads, negative_slope=0.2, attention_dim=attention_dim)
     h, rel = torch.randn(graph.num_nodes(), dim), torch.randn(num_rels, dim)
     w_attend = torch.cat([layer.attend_src.weight, layer.attend_dst.weight, layer.attend_rel.weight], dim=1)
     w_message = torch.cat([layer.message_src.weight, layer.message_rel.weight], dim=1)
     src, dst = graph.edges()
     types = graph.edata["rel"]
     hidden = torch.cat([h[src], h[dst], rel[types]], dim=1) @ w_attend.t() + layer.attend_rel.bias
-    hidden = torch.nn.functional.leaky_relu(hidden, 0.2).view(-1, heads, dim // heads)
+    hidden = torch.nn.functional.leaky_relu(hidden, 0.2).view(-1, heads, (attention_dim or dim) // heads)
     logits = (hidden * layer.attention).sum(-1)
     messages = (torch.cat([h[src], rel[types]], dim=1) @ w_message.t() + layer.message_rel.bias).view(-1, heads, dim // heads)
     expected = layer.w_self(h).view(-1, heads, dim // heads).clone()

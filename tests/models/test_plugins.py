@@ -177,6 +177,7 @@ def test_variants_train(build_model: Callable[..., KGModel], name: str, override
         ("rgcn", "regularizer=full", "regularizer must be one of"),
         ("compgcn", "composition=add", "composition must be one of"),
         ("gatv2", "num_heads=3", "num_heads 3"),
+        ("gatv2", "attention_dim=6", "attention_dim 6"),
         ("compgcn", "edge_dropout=1.0", "edge_dropout must be in"),
         ("rgcn", "num_layers=0", "num_layers must be at least 1"),
         ("compgcn", "decoder=conve conve_height=7", "conve_height 7 must divide"),
