@@ -43,7 +43,7 @@ class GNNHyperparameters(Hyperparameters):
     num_layers: int = 1
     residual: bool = True
     edge_dropout: float = 0.0
-    dropout: float = 0.1
+    dropout: float = 0.3
     decoder: str = "complex"
     conve_height: int = 10
     conve_filters: int = 32

@@ -14,10 +14,12 @@ LOGITS = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 1.0, -2.0, 3.0]])
 ROWS, OBJECTS = torch.tensor([0, 0, 1]), torch.tensor([0, 2, 3])  # row 0 has two answers
 
 
-def test_softmax_cross_entropy_spreads_the_target_over_every_answer() -> None:
+def test_softmax_cross_entropy_counts_every_answer_once() -> None:
+    """A query's target is spread over its answers and its loss weighted by their number:
+    the mean over triples of ``-log p(answer)``, as in 1vsAll training."""
     loss = one_to_n_loss(Objective("ce", 0.0, 4), LOGITS, ROWS, OBJECTS)
     log_p = LOGITS.log_softmax(dim=1)
-    expected = (-(log_p[0, 0] + log_p[0, 2]) / 2 - log_p[1, 3]) / 2
+    expected = -(log_p[0, 0] + log_p[0, 2] + log_p[1, 3]) / 3
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
