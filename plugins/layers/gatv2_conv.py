@@ -8,8 +8,9 @@ the sum of three blocks, so ``W_src h_u`` and ``W_dst h_v`` are computed once
 per node and ``W_rel e_r`` once per relation; only their sum and the
 nonlinearity are per edge. ``W`` maps to ``attention_dim`` (default: the layer
 size), which may be smaller than the messages: the per-edge work of attention
-shrinks with it while the messages keep their width. Logits are normalised with ``edge_softmax`` over each
-node's incoming edges, messages ``W_m [h_u || e_r]`` carry the relation, and::
+shrinks with it while the messages keep their width. Logits are normalised with
+``edge_softmax`` over each node's incoming edges, messages ``W_m [h_u || e_r]``
+carry the relation, and::
 
     h_v' = act(W_self h_v + concat_k sum_{(u, r, v)} alpha_k(u, r, v) W_m^k [h_u || e_r])
 
