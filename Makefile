@@ -1,9 +1,12 @@
-# kgserver: `make demo` runs the main job on the embedded defaults, `make test` runs the suite.
+# kgserver: `make demo` runs the main job on the embedded defaults, `make test` runs the
+# checks (ruff, mypy) and the suite.
 # Both install into .venv first (once; re-run when the dependency files change).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
+# The root project's extras: the test tools for a developer; the Dockerfile passes EXTRAS= (none).
+EXTRAS ?= [test]
 
 .PHONY: install demo test proto bench-venv clean
 
@@ -12,7 +15,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml plugins/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -U pip wheel 'setuptools<70'
-	$(PIP) -e '.[test]' -e ./plugins
+	$(PIP) -e '.$(EXTRAS)' -e ./plugins
 	# grpcio-tools declares setuptools>=77 (unused here) which conflicts with DGL's setuptools<70.
 	$(PIP) --no-deps grpcio-tools
 	touch $@
@@ -20,7 +23,10 @@ $(VENV)/.installed: pyproject.toml plugins/pyproject.toml constraints.txt
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
+# Lint and types first (seconds), then the suite.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # PyKEEN lives only in a benchmark venv, for bench/train.py's side-by-side comparison.

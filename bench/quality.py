@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,8 +60,11 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="KGSERVER_HOME to use (default: a scratch directory)")
     args = parser.parse_args()
     print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.node()}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.node()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="kgserver-quality-") as scratch:
         home = args.home or Path(scratch)
         files = sorted(str(path) for path in (DATASETS / args.dataset).glob("*.tsv.gz"))
@@ -73,7 +76,8 @@ def main() -> None:
             while queue and len(running) < args.parallel:
                 name = queue.pop(0)
                 command = ["train", "--graph", args.dataset, "--model", name, "--epochs", "1000",
-                           "--max-minutes", f"{args.max_minutes:g}", "--threads", str(args.threads), "--json"]  # fmt: skip
+                           "--max-minutes", f"{args.max_minutes:g}", "--threads", str(args.threads),
+                           "--json"]  # fmt: skip
                 running.append((name, command, time.monotonic(), kgserver(home, *command)))
                 time.sleep(1)  # distinct MLflow run start times, tidier logs
             name, command, started, process = running.pop(0)
@@ -81,17 +85,23 @@ def main() -> None:
             summary["wall_minutes"] = (time.monotonic() - started) / 60
             results.append((name, command, summary))
             print(f"$ kgserver {' '.join(command)}\n{json.dumps(summary)}", flush=True)
-    print(f"\n{args.dataset}, default hyperparameters, {args.threads} thread(s) per training, "
-          f"{args.parallel} at a time, at most {args.max_minutes:g} minutes each")
-    print("| plugin | epochs (best) | stopped by | minutes | test MRR | Hits@1 | Hits@3 | Hits@10 | valid MRR |"
-          + (" target |" if args.dataset == "codex-s" else ""))
+    print(
+        f"\n{args.dataset}, default hyperparameters, {args.threads} thread(s) per training, "
+        f"{args.parallel} at a time, at most {args.max_minutes:g} minutes each"
+    )
+    print(
+        "| plugin | epochs (best) | stopped by | minutes | test MRR | Hits@1 | Hits@3 | Hits@10 | valid MRR |"
+        + (" target |" if args.dataset == "codex-s" else "")
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.dataset == "codex-s" else ""))
     for name, _, m in results:
         target = CODEX_S_TARGETS.get(name) if args.dataset == "codex-s" else None
-        print(f"| {name} | {m['epochs']:.0f} ({m['best_epoch']}) | {m['stop_reason']} | {m['wall_minutes']:.1f} "
-              f"| {m['test_mrr']:.4f} | {m['test_hits_at_1']:.4f} | {m['test_hits_at_3']:.4f} "
-              f"| {m['test_hits_at_10']:.4f} | {m['valid_mrr']:.4f} |"
-              + (f" >= {target} {'met' if m['test_mrr'] >= target else 'NOT met'} |" if target else ""))
+        print(
+            f"| {name} | {m['epochs']:.0f} ({m['best_epoch']}) | {m['stop_reason']} | {m['wall_minutes']:.1f} "
+            f"| {m['test_mrr']:.4f} | {m['test_hits_at_1']:.4f} | {m['test_hits_at_3']:.4f} "
+            f"| {m['test_hits_at_10']:.4f} | {m['valid_mrr']:.4f} |"
+            + (f" >= {target} {'met' if m['test_mrr'] >= target else 'NOT met'} |" if target else "")
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Training benchmark: kgserver's plugins against PyKEEN's RGCN and CompGCN on CoDEx-S.
+"""Training benchmark: kgserver's plugins against PyKEEN's RGCN and CompGCN, and the decoder floor.
 
-One run trains every model on the same CoDEx-S splits (read from
-``../shared/datasets/codex-s``) with the same embedding size, epoch count, batch
+One run trains every model on the same splits of one dataset (``--dataset``, a
+folder of ``../shared/datasets``, default CoDEx-S) with the same embedding size, epoch count, batch
 size, label smoothing, encoder depth and CPU threads, and prints seconds per
 epoch (training only, evaluation excluded) and the filtered test MRR (realistic
 ties, head and tail). Each model otherwise keeps its own defaults (kgserver's
@@ -18,10 +18,18 @@ PyKEEN lives in a separate environment so it cannot disturb kgserver's pins::
     bench/.venv-pykeen/bin/pip install -U pip wheel 'setuptools<70'
     bench/.venv-pykeen/bin/pip install -c constraints.txt torch==2.2.1 pykeen
 
+Each kgserver row is also held against the physical floor of a 1-N epoch: its
+decoder alone multiplies every distinct training query (reciprocal ones included)
+with every entity, forward and backward, queries x entities x dim x 6 flops. The
+floor is measured in the same run, on the same threads: the three matrix products
+of one batch (scores, and the gradients of queries and entities), timed and
+multiplied by the number of batches in an epoch.
+
 This script runs under kgserver's environment and runs itself again under that
 one (``--pykeen-worker``) for each PyKEEN model, reading back one JSON line.
 
     .venv/bin/python bench/train.py --epochs 10
+    .venv/bin/python bench/train.py --dataset fb15k-237 --epochs 2 --dim 512 --batch-size 4096 --threads 2 --pykeen ''
 """
 
 from __future__ import annotations
@@ -34,22 +42,26 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CODEX_S = REPO / ".." / "shared" / "datasets" / "codex-s"
+DATASETS = REPO / ".." / "shared" / "datasets"
 PYKEEN_PYTHON = REPO / "bench" / ".venv-pykeen" / "bin" / "python"
 KGSERVER_MODELS = ("rgcn", "compgcn", "gatv2")
 PYKEEN_MODELS = ("rgcn", "compgcn")
 PYKEEN_LR = 1e-3  # PyKEEN's default for Adam
 
 
-def read_splits() -> tuple[list[str], list[str], dict[str, list[list[int]]]]:
-    """CoDEx-S as id triples, with entities and relations sorted (the same ids for everyone)."""
+def read_splits(dataset: str) -> tuple[list[str], list[str], dict[str, list[list[int]]]]:
+    """A dataset's splits as id triples, entities and relations sorted (the same ids for everyone)."""
     rows = {}
     for split in ("train", "valid", "test"):
-        with gzip.open(CODEX_S / f"{split}.tsv.gz", "rt", encoding="utf-8") as handle:
+        with gzip.open(DATASETS / dataset / f"{split}.tsv.gz", "rt", encoding="utf-8") as handle:
             rows[split] = [line.rstrip("\n").split("\t") for line in handle if line.strip()]
     entities = sorted({term for part in rows.values() for h, _, t in part for term in (h, t)})
     relations = sorted({r for part in rows.values() for _, r, _ in part})
@@ -68,9 +80,9 @@ def run_kgserver(name: str, args: argparse.Namespace) -> dict[str, object]:
     from kgserver.registry import get_model
     from kgserver.training import TrainConfig, seed_everything, train
 
-    entities, relations, ids = read_splits()
+    entities, relations, ids = read_splits(args.dataset)
     snapshot = Snapshot(
-        "codex-s", entities, relations, *(torch.tensor(ids[split]) for split in ("train", "valid", "test"))
+        args.dataset, entities, relations, *(torch.tensor(ids[split]) for split in ("train", "valid", "test"))
     )
     seed_everything(args.seed)
     cls = get_model(name)
@@ -84,15 +96,57 @@ def run_kgserver(name: str, args: argparse.Namespace) -> dict[str, object]:
     )
     result = train(model, snapshot, config)
     epoch_seconds = [record["epoch_seconds"] for record in result.history]
+    queries = distinct_queries(snapshot.train, snapshot.num_relations)
+    floor = decoder_floor(queries, snapshot.num_entities, hparams.embedding_dim, hparams.batch_size, args.threads)
     return {
         "system": "kgserver",
         "model": name,
         "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+        "decoder_floor_seconds": floor,
+        "queries_per_epoch": queries,
         "test_mrr": result.metrics["test_mrr"],
         "test_hits_at_10": result.metrics["test_hits_at_10"],
         "epochs": len(epoch_seconds),
         "config": hparams.to_dict(),
     }
+
+
+def distinct_queries(train: torch.Tensor, num_relations: int) -> int:
+    """Distinct ``(subject, relation)`` queries of 1-N training, reciprocal ones included."""
+    import torch
+
+    subjects = torch.cat([train[:, 0], train[:, 2]])
+    relations = torch.cat([train[:, 1], train[:, 1] + num_relations])
+    return len(torch.unique(subjects * (2 * num_relations) + relations))
+
+
+def decoder_floor(queries: int, entities: int, dim: int, batch_size: int, threads: int) -> float:
+    """Measured seconds of a 1-N epoch's decoder matrix products alone, on ``threads`` threads.
+
+    One batch is ``scores = q @ E.T`` ([B, d] x [d, N]), ``dq = g @ E`` and
+    ``dE = g.T @ q``: 6 B N d flops. Timed after a warm-up, best of three, then
+    scaled to the epoch's ``queries / B`` batches.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        q = torch.randn(batch_size, dim, generator=generator)
+        e = torch.randn(entities, dim, generator=generator)
+        g = torch.randn(batch_size, entities, generator=generator)
+        scores, dq, de = torch.empty(batch_size, entities), torch.empty(batch_size, dim), torch.empty(entities, dim)
+        timings = []
+        for _ in range(4):
+            started = time.perf_counter()
+            torch.mm(q, e.T, out=scores)
+            torch.mm(g, e, out=dq)
+            torch.mm(g.T, q, out=de)
+            timings.append(time.perf_counter() - started)
+        return min(timings[1:]) * queries / batch_size
+    finally:
+        torch.set_num_threads(previous)
 
 
 def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
@@ -105,7 +159,8 @@ def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
     layers = get_model(name).hyperparameters().num_layers  # type: ignore[attr-defined]
     command = [
         str(PYKEEN_PYTHON), __file__, "--pykeen-worker", name,
-        "--epochs", str(args.epochs), "--dim", str(args.dim), "--batch-size", str(args.batch_size),
+        "--dataset", args.dataset, "--epochs", str(args.epochs), "--dim", str(args.dim),
+        "--batch-size", str(args.batch_size),
         "--lr", str(args.lr or PYKEEN_LR), "--seed", str(args.seed), "--threads", str(args.threads),
         "--layers", str(layers),
     ]  # fmt: skip
@@ -128,7 +183,7 @@ def pykeen_worker(name: str, args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     set_random_seed(args.seed)
-    entities, relations, ids = read_splits()
+    entities, relations, ids = read_splits(args.dataset)
     entity_to_id = {name: index for index, name in enumerate(entities)}
     relation_to_id = {name: index for index, name in enumerate(relations)}
     mapped = {split: torch.tensor(ids[split], dtype=torch.long) for split in ids}
@@ -203,6 +258,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="codex-s", help="a folder of ../shared/datasets with *.tsv.gz splits")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--dim", type=int, default=200, help="embedding size for every model")
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -217,9 +273,9 @@ def main() -> None:
     if args.pykeen_worker:
         pykeen_worker(args.pykeen_worker, args)
         return
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}", flush=True)
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}", flush=True)
     print(
-        f"# CoDEx-S, {args.epochs} epochs, embedding {args.dim}, batch {args.batch_size}, "
+        f"# {args.dataset}, {args.epochs} epochs, embedding {args.dim}, batch {args.batch_size}, "
         f"lr {args.lr or 'per model'}, {args.threads} threads, seed {args.seed}",
         flush=True,
     )
@@ -232,14 +288,17 @@ def main() -> None:
         result["load_before"] = load
         results.append(result)
         print(json.dumps(result), flush=True)
-    print("\n| system | model | lr | s/epoch | test MRR | test Hits@10 | load avg before |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| system | model | lr | s/epoch | decoder floor s | / floor | test MRR | test Hits@10 | load avg before |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
+        floor = result.get("decoder_floor_seconds")
+        versus = f"{floor:.1f} | {result['seconds_per_epoch'] / floor:.2f}x" if floor else "- | -"
         print(
             f"| {result['system']} | {result['model']} | {result['config']['learning_rate']:g} | "
-            f"{result['seconds_per_epoch']:.1f} | {result['test_mrr']:.4f} | {result['test_hits_at_10']:.4f} | "
-            f"{result['load_before']:.1f} |"
+            f"{result['seconds_per_epoch']:.1f} | {versus} | {result['test_mrr']:.4f} | "
+            f"{result['test_hits_at_10']:.4f} | {result['load_before']:.1f} |"
         )
+    print(f"command: {' '.join(sys.argv)}")
 
 
 if __name__ == "__main__":

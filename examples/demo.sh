@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kgserver journey on the embedded defaults (SQLite store and MLflow store under
 # $KGSERVER_HOME, default ./.kgserver): import CoDEx-S as RDF, train CompGCN briefly,
-# register and promote it, serve it over gRPC, ask it questions, stop it.
+# register and promote it, serve it over gRPC, ask it questions and why, stop it.
 # Run by `make demo`, which puts .venv/bin first on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,10 @@ step "How plausible is (Q206832, citizenship, France) vs (Q206832, citizenship, 
 kgserver query score --server "127.0.0.1:$PORT" \
     "$WD/entity/Q206832" "$WD/prop/direct/P27" "$WD/entity/Q142" \
     "$WD/entity/Q206832" "$WD/prop/direct/P27" "$WD/entity/Q30"
+
+step "Why France? The training triples and paths behind (Q206832, citizenship, France)"
+kgserver query explain --server "127.0.0.1:$PORT" \
+    "$WD/entity/Q206832" "$WD/prop/direct/P27" "$WD/entity/Q142" -k 10
 
 kill -TERM "$server"
 wait "$server"

@@ -13,9 +13,10 @@ and the generated stubs, so it is cheap to use from any application.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -35,9 +36,24 @@ class RequestFailed(KGServerError):
         super().__init__(f"{code.name}: {details}")
 
 
-class ScoredEntity(NamedTuple):
+class _EntityScore(NamedTuple):
     entity: str
     score: float
+
+
+class ScoredEntity(_EntityScore):
+    """An answer: unpacks (and compares) as the pair ``(entity, score)``, and carries
+    ``label`` (rdfs:label from the server's store, "" if none) and ``new_entity`` (not in
+    the model's training vocabulary: embedded from its neighbourhood in the store)."""
+
+    label: str
+    new_entity: bool
+
+    def __new__(cls, entity: str, score: float, label: str = "", new_entity: bool = False) -> ScoredEntity:
+        answer = super().__new__(cls, entity, score)
+        answer.label = label
+        answer.new_entity = new_entity
+        return answer
 
 
 @dataclass(frozen=True)
@@ -46,12 +62,15 @@ class Predictions:
 
     results: list[list[ScoredEntity]]
     model_version: str
+    store_revision: int = 0
+    """The store's graph revision that answered (0: the server has no store)."""
 
 
 @dataclass(frozen=True)
 class Scores:
     scores: list[float]
     model_version: str
+    store_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,7 @@ class Embeddings:
     entities: list[str]
     vectors: list[list[float]]
     model_version: str
+    store_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,7 @@ class KGClient:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
 
-    def __enter__(self) -> "KGClient":
+    def __enter__(self) -> KGClient:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -129,16 +149,28 @@ class KGClient:
             raise RequestFailed(error.code(), error.details() or "") from None
 
     def predict_tails(
-        self, queries: Sequence[tuple[str, str]], k: int = 10, *, filter_known: bool = False, model: str = ""
+        self,
+        queries: Sequence[tuple[str, str]],
+        k: int = 10,
+        *,
+        filter_known: bool = False,
+        model: str = "",
+        language: str = "",
     ) -> Predictions:
-        """Complete each ``(head, relation, ?)``."""
-        return self._predict(self._stub.PredictTails, queries, k, filter_known, model)
+        """Complete each ``(head, relation, ?)``; labels in ``language`` ("": the server's default)."""
+        return self._predict(self._stub.PredictTails, queries, k, filter_known, model, language)
 
     def predict_heads(
-        self, queries: Sequence[tuple[str, str]], k: int = 10, *, filter_known: bool = False, model: str = ""
+        self,
+        queries: Sequence[tuple[str, str]],
+        k: int = 10,
+        *,
+        filter_known: bool = False,
+        model: str = "",
+        language: str = "",
     ) -> Predictions:
         """Complete each ``(?, relation, tail)``; a query is ``(tail, relation)``."""
-        return self._predict(self._stub.PredictHeads, queries, k, filter_known, model)
+        return self._predict(self._stub.PredictHeads, queries, k, filter_known, model, language)
 
     def _predict(
         self,
@@ -147,19 +179,21 @@ class KGClient:
         k: int,
         filter_known: bool,
         model: str,
+        language: str,
     ) -> Predictions:
         request = pb.PredictRequest(
             model=model,
             queries=[pb.Query(entity=entity, relation=relation) for entity, relation in queries],
             k=k,
             filter_known=filter_known,
+            language=language,
         )
         response = self._call(method, request)
         results = [
-            [ScoredEntity(answer.entity, answer.score) for answer in predictions.entities]
+            [ScoredEntity(a.entity, a.score, a.label, a.new_entity) for a in predictions.entities]
             for predictions in response.results
         ]
-        return Predictions(results, response.model_version)
+        return Predictions(results, response.model_version, response.store_revision)
 
     def score(self, triples: Sequence[tuple[str, str, str]], *, model: str = "") -> Scores:
         """The model's plausibility of each ``(head, relation, tail)``."""
@@ -167,7 +201,7 @@ class KGClient:
             model=model, triples=[pb.Triple(head=h, relation=r, tail=t) for h, r, t in triples]
         )
         response = self._call(self._stub.ScoreTriples, request)
-        return Scores(list(response.scores), response.model_version)
+        return Scores(list(response.scores), response.model_version, response.store_revision)
 
     def embeddings(self, entities: Sequence[str], *, model: str = "") -> Embeddings:
         """The encoder's embedding of each entity."""
@@ -177,6 +211,7 @@ class KGClient:
             [e.entity for e in response.embeddings],
             [list(e.values) for e in response.embeddings],
             response.model_version,
+            response.store_revision,
         )
 
     def health(self, wait: float = 0.0) -> str:
@@ -215,3 +250,65 @@ class KGClient:
             for m in response.models
         ]
         return ServerModels(models, response.max_k, response.max_batch)
+
+    def explain(
+        self, head: str, relation: str, tail: str, k: int = 10, *, model: str = "", language: str = ""
+    ) -> PredictionExplanation:
+        """Why ``tail`` answers ``(head, relation, ?)``: score, filtered rank, the ``k`` training
+        triples the prediction depends on most and the paths they form from head to tail."""
+        request = pb.ExplainRequest(
+            model=model, triple=pb.Triple(head=head, relation=relation, tail=tail), k=k, language=language
+        )
+        response = self._call(self._stub.ExplainPrediction, request)
+        return PredictionExplanation(
+            score=response.score,
+            rank=response.rank,
+            evidence=[
+                EvidenceTriple(
+                    triple=_triple(item.triple),
+                    weight=item.weight,
+                    labels=(item.head_label, item.relation_label, item.tail_label),
+                    attention=list(item.attention),
+                )
+                for item in response.evidence
+            ],
+            paths=[EvidenceChain([_triple(hop) for hop in path.hops], path.weight) for path in response.paths],
+            model_version=response.model_version,
+            store_revision=response.store_revision,
+            method=response.method,
+        )
+
+
+def _triple(message: pb.Triple) -> tuple[str, str, str]:
+    return (message.head, message.relation, message.tail)
+
+
+@dataclass(frozen=True)
+class EvidenceTriple:
+    """A training triple a prediction depends on; ``labels`` are empty when the model has none."""
+
+    triple: tuple[str, str, str]
+    weight: float
+    labels: tuple[str, str, str]
+    attention: list[float]
+
+
+@dataclass(frozen=True)
+class EvidenceChain:
+    """Triples leading from the head to the tail (a hop may be walked backwards); ``weight`` is their smallest."""
+
+    hops: list[tuple[str, str, str]]
+    weight: float
+
+
+@dataclass(frozen=True)
+class PredictionExplanation:
+    """The answer of ExplainPrediction: evidence heaviest first, paths best first."""
+
+    score: float
+    rank: int
+    evidence: list[EvidenceTriple]
+    paths: list[EvidenceChain]
+    model_version: str
+    store_revision: int
+    method: str

@@ -1,9 +1,11 @@
 """The encoder-decoder base every built-in plugin derives from.
 
 A GNN encoder here is a stack of message-passing layers, each called as
-``layer(graph, h_src, rel) -> (h_dst, rel)``: it reads the source nodes'
-features and the ``[2R, d]`` relation embeddings and returns the destination
-nodes' features and the (possibly updated) relation embeddings. The base runs
+``layer(graph, h_src, rel, edge_weight=None) -> (h_dst, rel)``: it reads the
+source nodes' features and the ``[2R, d]`` relation embeddings and returns the
+destination nodes' features and the (possibly updated) relation embeddings;
+``edge_weight`` (``[E]``, optional) multiplies each edge's message, which is how
+predictions are explained (the contract's ``accepts_edge_weight``). The base runs
 that stack over a full graph (every layer sees the same graph) or over a list of
 sampled blocks (layer ``i`` sees block ``i``), adds the shared depth controls
 (residual connections, DropEdge, dropout) and hands ``score`` to a decoder.
@@ -11,14 +13,15 @@ sampled blocks (layer ``i`` sees block ``i``), adds the shared depth controls
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dgl
 import torch
 from torch import Tensor, nn
 
-from kgserver.registry import Hyperparameters, KGModel
+from kgserver.registry import POSITIVE, PROBABILITY, Bounds, Hyperparameters, KGModel
 from kgserver_plugins.decoders import DECODERS, build_decoder
 from kgserver_plugins.graphs import drop_edges
 
@@ -27,12 +30,21 @@ from kgserver_plugins.graphs import drop_edges
 class GNNHyperparameters(Hyperparameters):
     """Depth controls and decoder settings shared by the GNN plugins.
 
-    ``num_layers``, ``residual`` and ``edge_dropout`` keep deeper encoders from
+    ``num_layers`` (declared on the base), ``residual`` and ``edge_dropout`` keep deeper encoders from
     over-smoothing. ``residual`` adds each layer's output to its input through a
     learned gate that starts at zero (ReZero, Bachlechner et al. 2020): the
     encoder starts as plain embeddings, which learn fast, and lets in as much of
     the neighbourhood as helps. ``dropout`` is applied to every layer's output.
     The ``conve_*`` fields configure the ConvE decoder and are ignored by the others.
+
+    ``unseen_entity_rate`` teaches the encoder to represent an entity from its
+    neighbourhood alone: in every training step each entity's input embedding is,
+    with this probability, replaced by one shared learned "unseen" vector, the input
+    an entity added after training is given when served. Masking happens on the
+    encoder's input, so the masked entity's output embedding (neighbourhood plus
+    unseen vector) is both what it is queried with and what it is scored as a
+    candidate with, as it will be when served. 0 (the default) trains as before and
+    leaves the model unable to embed unseen entities.
     """
 
     # the shared fields' defaults for these plugins: the best settings found on CoDEx-S
@@ -40,7 +52,6 @@ class GNNHyperparameters(Hyperparameters):
     embedding_dim: int = 512
     learning_rate: float = 0.01
     loss: str = "ce"
-    num_layers: int = 1
     residual: bool = True
     edge_dropout: float = 0.0
     dropout: float = 0.3
@@ -51,35 +62,27 @@ class GNNHyperparameters(Hyperparameters):
     conve_input_dropout: float = 0.2
     conve_feature_dropout: float = 0.2
     conve_hidden_dropout: float = 0.3
+    unseen_entity_rate: float = 0.0
+
+    bounds: ClassVar[Mapping[str, Bounds]] = {
+        "edge_dropout": PROBABILITY,
+        "dropout": PROBABILITY,
+        "conve_height": POSITIVE,
+        "conve_filters": POSITIVE,
+        "conve_kernel": POSITIVE,
+        "conve_input_dropout": PROBABILITY,
+        "conve_feature_dropout": PROBABILITY,
+        "conve_hidden_dropout": PROBABILITY,
+        "unseen_entity_rate": PROBABILITY,
+    }
+    choices: ClassVar[Mapping[str, Collection[str]]] = {"decoder": DECODERS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
-        if self.num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {self.decoder!r}; known: {', '.join(sorted(DECODERS))}")
-        for name in (
-            "edge_dropout",
-            "dropout",
-            "conve_input_dropout",
-            "conve_feature_dropout",
-            "conve_hidden_dropout",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.decoder == "conve" and self.embedding_dim % self.conve_height:
             raise ValueError(
                 f"conve_height {self.conve_height} must divide embedding_dim {self.embedding_dim}"
             )
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Reject a string hyperparameter outside ``choices``, naming the valid ones."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 class GNNLinkPredictor(KGModel):
@@ -88,11 +91,15 @@ class GNNLinkPredictor(KGModel):
     Subclasses implement :meth:`build_layer`. Entity inputs are a learned
     ``[N, d]`` table (knowledge graphs carry no node features); relation inputs
     a learned ``[2R, d]`` table, which layers may transform (CompGCN) or pass
-    through (R-GCN, GATv2) to the decoder.
+    through (R-GCN, GATv2) to the decoder. With ``unseen_entity_rate > 0`` a learned
+    ``[d]`` "unseen" vector is the input of masked entities in training and of
+    entities with ids ``>= num_entities`` (added after training) always.
     """
 
     hyperparameters = GNNHyperparameters
     training_mode = "1-n"
+    accepts_edge_weight = True
+    embeds_unseen_entities = True
     hparams: GNNHyperparameters
 
     def __init__(self, num_entities: int, num_relations: int, hparams: GNNHyperparameters) -> None:
@@ -102,6 +109,10 @@ class GNNLinkPredictor(KGModel):
         self.relation_embedding = nn.Parameter(torch.empty(2 * num_relations, dim))
         nn.init.xavier_normal_(self.entity_embedding)
         nn.init.xavier_normal_(self.relation_embedding)
+        # only models trained to use it have the vector, so bundles saved before it existed load unchanged
+        self.unseen_embedding = nn.Parameter(torch.empty(1, dim)) if hparams.unseen_entity_rate > 0 else None
+        if self.unseen_embedding is not None:
+            nn.init.xavier_normal_(self.unseen_embedding)
         self.layers = nn.ModuleList(self.build_layer(index) for index in range(hparams.num_layers))
         self.residual_gates = nn.Parameter(torch.zeros(hparams.num_layers)) if hparams.residual else None
         self.dropout = nn.Dropout(hparams.dropout)
@@ -114,14 +125,30 @@ class GNNLinkPredictor(KGModel):
     def is_last_layer(self, index: int) -> bool:
         return index == self.hparams.num_layers - 1
 
-    def encode(self, graph: Any) -> tuple[Tensor, Tensor]:
+    def receptive_field(self) -> int:
+        return self.hparams.num_layers
+
+    def can_embed_unseen_entities(self) -> bool:
+        return self.unseen_embedding is not None
+
+    def unseen_entity_input(self) -> Tensor:
+        if self.unseen_embedding is None:
+            raise NotImplementedError(
+                f"this {self.name} model was trained with unseen_entity_rate 0 and cannot embed unseen entities"
+            )
+        return self.unseen_embedding[0]
+
+    def encode(self, graph: Any, edge_weight: Any = None) -> tuple[Tensor, Tensor]:
         """Run the layers over a full graph or a list of blocks (see the registry contract)."""
         graphs, h = self._layer_inputs(graph)
+        weights = self._layer_edge_weights(graph, graphs, edge_weight)
         if self.training and self.hparams.edge_dropout > 0:
+            if edge_weight is not None:
+                raise ValueError("edge_weight cannot be combined with edge dropout; encode in eval mode")
             graphs = self._drop_edges(graphs)
         rel = self.relation_embedding
-        for index, (layer, layer_graph) in enumerate(zip(self.layers, graphs)):
-            out, rel = layer(layer_graph, h, rel)
+        for index, (layer, layer_graph, weight) in enumerate(zip(self.layers, graphs, weights)):
+            out, rel = layer(layer_graph, h, rel, edge_weight=weight)
             if self.residual_gates is not None:
                 out = h[: layer_graph.num_dst_nodes()] + self.residual_gates[index] * out
             h = self.dropout(out)
@@ -133,15 +160,51 @@ class GNNLinkPredictor(KGModel):
     def _layer_inputs(self, graph: Any) -> tuple[list[dgl.DGLGraph], Tensor]:
         """One graph per layer and the input features of the first one's source nodes."""
         if isinstance(graph, dgl.DGLGraph):
-            if graph.num_nodes() != self.num_entities:
+            if graph.num_nodes() == self.num_entities:
+                return [graph] * len(self.layers), self._masked(self.entity_embedding)
+            if graph.num_nodes() < self.num_entities or self.unseen_embedding is None:
                 raise ValueError(
                     f"graph has {graph.num_nodes()} nodes but the model was built for {self.num_entities} entities"
                 )
-            return [graph] * len(self.layers), self.entity_embedding
+            ids = torch.arange(graph.num_nodes(), device=graph.device)
+            return [graph] * len(self.layers), self._entity_inputs(ids)
         blocks = list(graph)
         if len(blocks) != len(self.layers):
             raise ValueError(f"got {len(blocks)} blocks for {len(self.layers)} layers")
-        return blocks, self.entity_embedding[blocks[0].srcdata[dgl.NID]]
+        return blocks, self._entity_inputs(blocks[0].srcdata[dgl.NID])
+
+    def _entity_inputs(self, ids: Tensor) -> Tensor:
+        """Input features of entities ``ids`` (distinct); ids beyond the vocabulary get the unseen vector."""
+        unseen = ids >= self.num_entities
+        if not bool(unseen.any()):
+            return self._masked(self.entity_embedding[ids])
+        if self.unseen_embedding is None:
+            raise ValueError(
+                f"entity id {int(ids.max())} is beyond the {self.num_entities} entities the model was built for "
+                "and it was trained with unseen_entity_rate 0"
+            )
+        known = self.entity_embedding[ids.clamp(max=self.num_entities - 1)]
+        return self._masked(torch.where(unseen.unsqueeze(1), self.unseen_embedding, known))
+
+    def _masked(self, inputs: Tensor) -> Tensor:
+        """In training, each row replaced by the unseen vector with probability ``unseen_entity_rate``."""
+        if not self.training or self.unseen_embedding is None:
+            return inputs
+        mask = torch.rand(inputs.shape[0], 1, device=inputs.device) < self.hparams.unseen_entity_rate
+        return torch.where(mask, self.unseen_embedding, inputs)
+
+    @staticmethod
+    def _layer_edge_weights(graph: Any, graphs: list[dgl.DGLGraph], edge_weight: Any) -> list[Tensor | None]:
+        """The edge weights of each layer's graph: one ``[E]`` for a graph, one per block for blocks."""
+        if edge_weight is None:
+            return [None] * len(graphs)
+        weights = [edge_weight] * len(graphs) if isinstance(graph, dgl.DGLGraph) else list(edge_weight)
+        if len(weights) != len(graphs):
+            raise ValueError(f"got {len(weights)} edge weight tensors for {len(graphs)} blocks")
+        for weight, layer_graph in zip(weights, graphs):
+            if weight.shape != (layer_graph.num_edges(),):
+                raise ValueError(f"edge_weight has shape {tuple(weight.shape)}, expected ({layer_graph.num_edges()},)")
+        return weights
 
     def _drop_edges(self, graphs: list[dgl.DGLGraph]) -> list[dgl.DGLGraph]:
         """DropEdge once per distinct graph, so a full graph is thinned the same way for every layer."""

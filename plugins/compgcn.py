@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
 from kgserver.registry import register_model
-from kgserver_plugins.common import GNNHyperparameters, GNNLinkPredictor, check_choice
+from kgserver_plugins.common import GNNHyperparameters, GNNLinkPredictor
 from kgserver_plugins.layers.compgcn_conv import COMPOSITIONS, CompGCNConv
 
 
@@ -17,16 +19,16 @@ class CompGCNHyperparameters(GNNHyperparameters):
 
     composition: str = "corr"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("composition", self.composition, COMPOSITIONS)
+    choices: ClassVar[Mapping[str, Collection[str]]] = {"composition": COMPOSITIONS}
 
 
 @register_model("compgcn")
 class CompGCN(GNNLinkPredictor):
     """CompGCN: composed messages, direction-specific weights, relations updated with the nodes."""
 
-    description = "CompGCN encoder (sub/mult/corr composition, relations updated) with a ComplEx, DistMult or ConvE decoder"
+    description = (
+        "CompGCN encoder (sub/mult/corr composition, relations updated) with a ComplEx, DistMult or ConvE decoder"
+    )
     hyperparameters = CompGCNHyperparameters
     hparams: CompGCNHyperparameters
 

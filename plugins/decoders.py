@@ -9,30 +9,36 @@ adds one under a name (the same small decorator registry as the models).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from kgserver.registry import claim_name
 
 if TYPE_CHECKING:
     from kgserver_plugins.common import GNNHyperparameters
 
 D = TypeVar("D", bound=type["Decoder"])
 
-DECODERS: dict[str, type["Decoder"]] = {}
+DECODERS: dict[str, type[Decoder]] = {}
 
 
 def register_decoder(name: str) -> Callable[[D], D]:
-    """Class decorator: make a :class:`Decoder` selectable as ``decoder=name``."""
+    """Class decorator: make a :class:`Decoder` selectable as ``decoder=name``.
+
+    A name already taken by another class (by module and qualified name) is an error,
+    as for models.
+    """
 
     def decorate(cls: D) -> D:
-        DECODERS[name] = cls
-        return cls
+        return claim_name(DECODERS, name, cls, "decoder")
 
     return decorate
 
 
-def build_decoder(hparams: "GNNHyperparameters") -> "Decoder":
+def build_decoder(hparams: GNNHyperparameters) -> Decoder:
     """The decoder named by ``hparams.decoder``, configured from ``hparams``."""
     if hparams.decoder not in DECODERS:
         raise ValueError(f"unknown decoder {hparams.decoder!r}; known: {', '.join(sorted(DECODERS))}")
@@ -43,7 +49,7 @@ class Decoder(nn.Module):
     """Base of the decoders: ``forward(h [B, d], r [B, d], t [C, d]) -> [B, C]``."""
 
     @classmethod
-    def from_hparams(cls, hparams: "GNNHyperparameters") -> "Decoder":
+    def from_hparams(cls, hparams: GNNHyperparameters) -> Decoder:
         raise NotImplementedError
 
     def forward(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
@@ -55,7 +61,7 @@ class DistMult(Decoder):
     """DistMult (Yang et al. 2015): ``<h, r, t>``, a diagonal bilinear form."""
 
     @classmethod
-    def from_hparams(cls, hparams: "GNNHyperparameters") -> "DistMult":
+    def from_hparams(cls, hparams: GNNHyperparameters) -> DistMult:
         return cls()
 
     def forward(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
@@ -69,7 +75,7 @@ class ComplEx(Decoder):
     DistMult (one matrix product against the candidates)."""
 
     @classmethod
-    def from_hparams(cls, hparams: "GNNHyperparameters") -> "ComplEx":
+    def from_hparams(cls, hparams: GNNHyperparameters) -> ComplEx:
         if hparams.embedding_dim % 2:
             raise ValueError(f"the complex decoder needs an even embedding_dim, got {hparams.embedding_dim}")
         return cls()
@@ -122,7 +128,7 @@ class ConvE(Decoder):
         self.hidden_norm = nn.BatchNorm1d(dim)
 
     @classmethod
-    def from_hparams(cls, hparams: "GNNHyperparameters") -> "ConvE":
+    def from_hparams(cls, hparams: GNNHyperparameters) -> ConvE:
         return cls(
             dim=hparams.embedding_dim,
             height=hparams.conve_height,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from kgserver.registry import register_model
+from kgserver.registry import NON_NEGATIVE, POSITIVE, PROBABILITY, Bounds, register_model
 from kgserver_plugins.common import GNNHyperparameters, GNNLinkPredictor
 from kgserver_plugins.layers.gatv2_conv import RelGATv2Conv
 
@@ -25,20 +27,30 @@ class GATv2Hyperparameters(GNNHyperparameters):
     negative_slope: float = 0.2
     attention_dropout: float = 0.0
 
+    bounds: ClassVar[Mapping[str, Bounds]] = {
+        "num_heads": POSITIVE,
+        "attention_dim": POSITIVE,
+        "negative_slope": NON_NEGATIVE,
+        "attention_dropout": PROBABILITY,
+    }
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("embedding_dim", "attention_dim"):
-            if self.num_heads < 1 or getattr(self, name) % self.num_heads:
-                raise ValueError(f"num_heads {self.num_heads} must be positive and divide {name} {getattr(self, name)}")
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+        for name, size in (("embedding_dim", self.embedding_dim), ("attention_dim", self.attention_dim)):
+            if size % self.num_heads:
+                raise ValueError(f"num_heads {self.num_heads} must divide {name} {size}")
 
 
 @register_model("gatv2")
 class GATv2(GNNLinkPredictor):
     """Relation-aware GATv2; each layer keeps its last attention weights in ``last_attention``."""
 
-    description = "Relation-aware multi-head GATv2 encoder (attention over incoming edges) with a ComplEx, DistMult or ConvE decoder"
+    reports_attention = True
+
+    description = (
+        "Relation-aware multi-head GATv2 encoder (attention over incoming edges) "
+        "with a ComplEx, DistMult or ConvE decoder"
+    )
     hyperparameters = GATv2Hyperparameters
     hparams: GATv2Hyperparameters
 
@@ -54,6 +66,9 @@ class GATv2(GNNLinkPredictor):
             activation=None if self.is_last_layer(index) else torch.nn.functional.elu,
         )
 
-    def attention(self) -> list[Tensor | None]:
-        """Each layer's attention weights from the last forward pass (``[E, heads]`` or None)."""
-        return [layer.last_attention for layer in self.layers]
+    def attention(self) -> list[Tensor]:
+        """Each layer's attention weights from the last forward pass (``[E, heads]``)."""
+        weights = [layer.last_attention for layer in self.layers]
+        if any(weight is None for weight in weights):
+            raise RuntimeError("attention() is only defined after encode()")
+        return [weight for weight in weights if weight is not None]

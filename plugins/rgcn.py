@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from kgserver.registry import register_model
-from kgserver_plugins.common import GNNHyperparameters, GNNLinkPredictor, check_choice
+from kgserver.registry import POSITIVE, Bounds, register_model
+from kgserver_plugins.common import GNNHyperparameters, GNNLinkPredictor
 from kgserver_plugins.layers.rgcn_conv import REGULARIZERS, RelGraphConv
 
 
@@ -20,11 +22,11 @@ class RGCNHyperparameters(GNNHyperparameters):
     regularizer: str = "basis"
     num_bases: int = 4
 
+    bounds: ClassVar[Mapping[str, Bounds]] = {"num_bases": POSITIVE}
+    choices: ClassVar[Mapping[str, Collection[str]]] = {"regularizer": REGULARIZERS}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("regularizer", self.regularizer, REGULARIZERS)
-        if self.num_bases < 1:
-            raise ValueError(f"num_bases must be positive, got {self.num_bases}")
         if self.regularizer == "bdd" and self.embedding_dim % self.num_bases:
             raise ValueError(f"with bdd, num_bases {self.num_bases} must divide embedding_dim {self.embedding_dim}")
 

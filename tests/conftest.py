@@ -19,8 +19,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from kgserver.store import Store
 
 BACKENDS = ("sqlite", "postgresql")
 POSTGRES_ENV = "KGSERVER_TEST_POSTGRES"
@@ -126,3 +130,75 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} (datasets, W3C RDF tests) is missing", pytrace=False)
     return path
+
+
+class StoredTerm(NamedTuple):
+    """A term as the store keeps it (``datatype`` and ``lang`` for literals only)."""
+
+    kind: int
+    value: str
+    datatype: str | None = None
+    lang: str | None = None
+
+
+StoredQuad = tuple[StoredTerm, str, StoredTerm, "StoredTerm | None"]
+
+
+def _table_counts(store: Store) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from kgserver.store.models import Base
+
+    with store.engine.connect() as connection:
+        return {
+            table.name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def _stored_quads(store: Store, graph: str) -> list[StoredQuad]:
+    from sqlalchemy import select
+
+    from kgserver.store.models import Graph, Relation, Term, Triple
+    from kgserver.store.terms import read_value
+
+    head, tail, context = (Term.__table__.alias(alias) for alias in ("h", "o", "c"))
+    query = (
+        select(
+            head.c.kind, head.c.value, head.c.value_escaped,
+            Relation.iri,
+            tail.c.kind, tail.c.value, tail.c.value_escaped, tail.c.datatype, tail.c.lang,
+            context.c.kind, context.c.value, context.c.value_escaped,
+        )
+        .select_from(Triple)
+        .join(Graph, Graph.id == Triple.graph_id)
+        .join(head, head.c.id == Triple.head)
+        .join(tail, tail.c.id == Triple.tail)
+        .join(Relation, Relation.id == Triple.relation)
+        .outerjoin(context, context.c.id == Triple.context)
+        .where(Graph.name == graph)
+    )
+    with store.engine.connect() as connection:
+        return [
+            (
+                StoredTerm(hk, read_value(hv, he)),
+                predicate,
+                StoredTerm(tk, read_value(tv, te), dt, lang),
+                None if ck is None else StoredTerm(ck, read_value(cv, ce)),
+            )
+            for hk, hv, he, predicate, tk, tv, te, dt, lang, ck, cv, ce in connection.execute(query)
+        ]
+
+
+@pytest.fixture(scope="session")
+def table_counts() -> Callable[[Store], dict[str, int]]:
+    """``table_counts(store)``: the row count of every table of the store, what "the store
+    is unchanged" is checked against."""
+    return _table_counts
+
+
+@pytest.fixture(scope="session")
+def stored_quads() -> Callable[[Store, str], list[StoredQuad]]:
+    """``stored_quads(store, graph)``: every statement of the graph as it is stored,
+    (subject, predicate IRI, object, named graph or None), read straight from the tables."""
+    return _stored_quads

@@ -6,7 +6,9 @@ functions, so ``kgserver --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+import math
+from typing import Any
 
 import typer
 
@@ -46,4 +48,22 @@ DbOption = typer.Option(
 )
 JsonOption = typer.Option(False, "--json", help="Print one machine-readable JSON object.")
 
-OptionalStr = Optional[str]
+
+def echo_json(value: Any, *, indent: int | None = None) -> None:
+    """Print ``value`` as one strict JSON document on stdout.
+
+    JSON has no NaN or Infinity: a non-finite float (a diverged loss, an overflowing
+    score) is written as ``null`` so every consumer can parse the output. Values
+    JSON does not know (timestamps) are written as their text.
+    """
+    print(json.dumps(_finite(value), indent=indent, sort_keys=indent is not None, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -7,24 +7,28 @@ the commands so that ``kgserver --help`` stays fast.
 from __future__ import annotations
 
 import enum
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from kgserver.cli.app import DbOption, JsonOption, app, db_app, graphs_app
+from kgserver.cli.app import DbOption, JsonOption, app, db_app, echo_json, graphs_app
+from kgserver.config import GRAPH_NAME_RULE
 from kgserver.rdf.formats import FORMATS, SPLITS
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from kgserver.rdf.importer import ImportSummary, ProgressCallback
     from kgserver.store import GraphInfo
 
+# The choices are built from the one list of each (FORMATS, SPLITS), which mypy's Enum
+# plugin cannot read (it wants literal members): hence the ignores.
 FormatChoice = enum.Enum("FormatChoice", {name: name for name in ("auto", *FORMATS)}, type=str)  # type: ignore[misc]
 SplitChoice = enum.Enum("SplitChoice", {name: name for name in SPLITS}, type=str)  # type: ignore[misc]
 
@@ -34,8 +38,13 @@ def import_command(
     paths: list[Path] = typer.Argument(
         ..., help="RDF or TSV files to import, each optionally gzip-compressed (.gz).", show_default=False
     ),
-    graph: str = typer.Option(..., "--graph", "-g", help="Name of the graph to import into (created if new)."),
-    format: FormatChoice = typer.Option(  # type: ignore[valid-type]
+    graph: str = typer.Option(
+        ...,
+        "--graph",
+        "-g",
+        help=f"Name of the graph to import into (created if new): {GRAPH_NAME_RULE}.",
+    ),
+    format: FormatChoice = typer.Option(
         "auto",
         "--format",
         "-f",
@@ -44,7 +53,7 @@ def import_command(
             ".jsonld, .tsv (head<TAB>relation<TAB>tail), each optionally followed by .gz."
         ),
     ),
-    split: Optional[SplitChoice] = typer.Option(  # type: ignore[valid-type]
+    split: SplitChoice | None = typer.Option(
         None,
         "--split",
         help=(
@@ -53,7 +62,7 @@ def import_command(
             "other file to none. A triple already in the graph keeps its split."
         ),
     ),
-    base: Optional[str] = typer.Option(
+    base: str | None = typer.Option(
         None,
         "--base",
         help=(
@@ -61,7 +70,7 @@ def import_command(
             "tsv: a prefix that turns each field into an IRI (default: fields are stored as given)."
         ),
     ),
-    db: Optional[str] = DbOption,
+    db: str | None = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Import RDF (or TSV triples) into a graph, all or nothing.
@@ -81,13 +90,16 @@ def import_command(
                 summary = import_files(store, paths, graph, on_progress=on_progress, **options)
         else:
             summary = import_files(store, paths, graph, **options)
-    typer.echo(json.dumps(summary.to_json()) if json_output else _summary_line(summary))
+    if json_output:
+        echo_json(summary.to_json())
+    else:
+        typer.echo(_summary_line(summary))
 
 
 @contextmanager
 def _progress_bar() -> Iterator[ProgressCallback]:
     """A rich progress bar on stderr, one row per file (bytes read, triples, triples/s)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     columns = (
         TextColumn("{task.description}"),
@@ -97,7 +109,7 @@ def _progress_bar() -> Iterator[ProgressCallback]:
         TextColumn("{task.fields[rate]:>10,.0f} triples/s"),
         TimeElapsedColumn(),
     )
-    tasks: dict[Path, int] = {}
+    tasks: dict[Path, TaskID] = {}
     started: dict[Path, float] = {}
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
 
@@ -137,7 +149,7 @@ and literal-valued triples (labels, attributes) are counted apart. Use
 @graphs_app.callback(invoke_without_command=True, help=GRAPHS_HELP)
 def graphs_command(
     ctx: typer.Context,
-    db: Optional[str] = DbOption,
+    db: str | None = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
     """List the graphs (see GRAPHS_HELP); does nothing when a subcommand runs."""
@@ -149,7 +161,7 @@ def graphs_command(
         infos = store.graphs()
         url = store.url
     if json_output:
-        typer.echo(json.dumps([_graph_json(info) for info in infos]))
+        echo_json([_graph_json(info) for info in infos])
         return
     if not infos:
         typer.echo(f"no graphs in {url}; add one with `kgserver import FILE... --graph NAME`")
@@ -172,7 +184,7 @@ def _graph_json(info: GraphInfo) -> dict[str, object]:
     }
 
 
-def _graphs_table(infos: list[GraphInfo]):  # type: ignore[no-untyped-def]
+def _graphs_table(infos: list[GraphInfo]) -> Table:
     from rich import box
     from rich.table import Table
 
@@ -195,7 +207,7 @@ def _graphs_table(infos: list[GraphInfo]):  # type: ignore[no-untyped-def]
 @graphs_app.command("delete")
 def graphs_delete_command(
     name: str = typer.Argument(..., help="The graph to delete.", show_default=False),
-    db: Optional[str] = DbOption,
+    db: str | None = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Delete a graph: its triples, its import log, and every term and relation no
@@ -205,7 +217,7 @@ def graphs_delete_command(
     with open_store(db) as store:
         deleted = store.delete_graph(name)
     if json_output:
-        typer.echo(json.dumps(asdict(deleted)))
+        echo_json(asdict(deleted))
         return
     typer.echo(
         f"deleted graph {deleted.name!r}: {deleted.triples:,} triples, {deleted.terms:,} terms and "
@@ -214,7 +226,7 @@ def graphs_delete_command(
 
 
 @db_app.command("upgrade")
-def db_upgrade_command(db: Optional[str] = DbOption) -> None:
+def db_upgrade_command(db: str | None = DbOption) -> None:
     """Bring the database schema up to date (apply the Alembic migrations).
 
     Needed once for a new PostgreSQL database and after upgrading kgserver; the

@@ -7,16 +7,15 @@ stays fast. The options defined here (``TrackingUriOption``, ``RegisterAsOption`
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from kgserver.cli.app import JsonOption, app, models_app
+from kgserver.cli.app import JsonOption, app, echo_json, models_app
 
 TrackingUriOption = typer.Option(
     None,
@@ -31,7 +30,10 @@ TrackingUriOption = typer.Option(
 RegisterAsOption = typer.Option(
     None,
     "--register-as",
-    help="Registered model name for the new version (default: GRAPH-MODEL, e.g. codex-compgcn).",
+    help=(
+        "Registered model name for the new version (default: GRAPH-MODEL, e.g. codex-compgcn): "
+        "letters, digits, '_', '.' and '-'."
+    ),
 )
 NoTrackingOption = typer.Option(
     False,
@@ -42,11 +44,7 @@ NoTrackingOption = typer.Option(
 console = Console()
 
 
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def _client(tracking_uri: Optional[str]) -> Any:
+def _client(tracking_uri: str | None) -> Any:
     from kgserver.tracking.backend import connect
 
     return connect(tracking_uri)
@@ -60,45 +58,57 @@ def _metric(value: Any) -> str:
 
 @models_app.command("available")
 def available(as_json: bool = JsonOption) -> None:
-    """List the installed model plugin types: description, training mode, hyperparameters and defaults.
+    """List the installed model plugin types: description, training mode, hyperparameters,
+    their defaults and allowed values.
 
     Plugins whose import failed are listed with their traceback (the others still work).
     """
-    import dataclasses
-
     from kgserver.registry import available_models, failed_plugins
 
-    models = {
-        name: {
-            "description": cls.description,
-            "training_mode": cls.training_mode,
-            "module": cls.__module__,
-            "hyperparameters": {
-                field.name: {
-                    "type": field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type)),
-                    "default": _default(field),
-                }
-                for field in dataclasses.fields(cls.hyperparameters)
-            },
-        }
-        for name, cls in available_models().items()
-    }
+    models = {name: _plugin_summary(cls) for name, cls in available_models().items()}
     failed = failed_plugins()
     if as_json:
-        _print_json({"models": models, "failed": failed})
+        echo_json({"models": models, "failed": failed}, indent=2)
         return
     for name, info in models.items():
         table = Table(title=f"[bold]{name}[/] ({info['training_mode']}): {info['description']}", title_justify="left")
         table.add_column("hyperparameter")
         table.add_column("type")
         table.add_column("default")
-        for key, spec in info["hyperparameters"].items():
-            table.add_row(key, str(spec["type"]), repr(spec["default"]))
+        table.add_column("allowed")
+        hyperparameters: dict[str, dict[str, Any]] = info["hyperparameters"]
+        for key, spec in hyperparameters.items():
+            table.add_row(key, str(spec["type"]), repr(spec["default"]), spec["allowed"])
         console.print(table)
     if not models:
         console.print("no model plugins are installed (entry-point group kgserver.models)")
     for name, trace in failed.items():
         console.print(f"[bold red]plugin {name!r} failed to import:[/]\n{trace}", highlight=False)
+
+
+def _plugin_summary(cls: Any) -> dict[str, Any]:
+    """A plugin's description, training mode, module and hyperparameter schema, JSON-ready."""
+    import dataclasses
+
+    from kgserver.registry import field_kind
+
+    schema = cls.hyperparameters
+    bounds, choices = schema.declared_bounds(), schema.declared_choices()
+    hyperparameters: dict[str, dict[str, Any]] = {}
+    for spec in dataclasses.fields(schema):
+        if spec.name in bounds:
+            allowed = bounds[spec.name].describe()
+        elif spec.name in choices:
+            allowed = "one of " + ", ".join(choices[spec.name])
+        else:
+            allowed = "true or false" if field_kind(spec.type) == "bool" else "-"
+        hyperparameters[spec.name] = {"type": field_kind(spec.type), "default": _default(spec), "allowed": allowed}
+    return {
+        "description": cls.description,
+        "training_mode": cls.training_mode,
+        "module": cls.__module__,
+        "hyperparameters": hyperparameters,
+    }
 
 
 def _default(field: Any) -> Any:
@@ -112,13 +122,13 @@ def _default(field: Any) -> Any:
 
 
 @models_app.command("list")
-def list_models(tracking_uri: Optional[str] = TrackingUriOption, as_json: bool = JsonOption) -> None:
+def list_models(tracking_uri: str | None = TrackingUriOption, as_json: bool = JsonOption) -> None:
     """List registered models with their versions, aliases and test MRR."""
     from kgserver.tracking import catalog
 
     models = catalog.list_models(_client(tracking_uri))
     if as_json:
-        _print_json(models)
+        echo_json(models, indent=2)
         return
     if not models:
         console.print("no registered models yet: train one with `kgserver train --graph NAME --model TYPE`")
@@ -141,7 +151,7 @@ def list_models(tracking_uri: Optional[str] = TrackingUriOption, as_json: bool =
 @models_app.command("show")
 def show(
     ref: str = typer.Argument(..., help="NAME (newest version), NAME@ALIAS or NAME/VERSION."),
-    tracking_uri: Optional[str] = TrackingUriOption,
+    tracking_uri: str | None = TrackingUriOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Show one model version: aliases, tags, its run's metrics, hyperparameters and graph fingerprint."""
@@ -149,7 +159,7 @@ def show(
 
     detail = catalog.show(_client(tracking_uri), ref)
     if as_json:
-        _print_json(detail)
+        echo_json(detail, indent=2)
         return
     console.print(
         f"[bold]{detail['name']}/{detail['version']}[/]  aliases: {', '.join(detail['aliases']) or '-'}  "
@@ -174,15 +184,17 @@ def promote(
     name: str = typer.Argument(..., help="Registered model name."),
     version: str = typer.Argument(..., help="Version number to point the alias at."),
     alias: str = typer.Option("champion", "--alias", help="Alias to set (servers follow NAME@ALIAS)."),
-    tracking_uri: Optional[str] = TrackingUriOption,
+    tracking_uri: str | None = TrackingUriOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Point NAME@ALIAS at VERSION (roll back the same way); servers following the alias swap to it."""
     from kgserver.tracking import catalog
+    from kgserver.tracking.refs import check_alias
 
+    check_alias(alias, "--alias")  # before connecting: the option is at fault, not the registry
     moved = catalog.promote(_client(tracking_uri), name, version, alias)
     if as_json:
-        _print_json(moved)
+        echo_json(moved, indent=2)
         return
     before = f" (was version {moved['previous']})" if moved["previous"] else ""
     console.print(f"{name}@{alias} -> version {version}{before}", highlight=False)
@@ -191,7 +203,7 @@ def promote(
 @models_app.command("compare")
 def compare(
     name: str = typer.Argument(..., help="Registered model name."),
-    tracking_uri: Optional[str] = TrackingUriOption,
+    tracking_uri: str | None = TrackingUriOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compare every version of NAME side by side: test/valid metrics and hyperparameters (differences in bold)."""
@@ -199,10 +211,12 @@ def compare(
 
     comparison = catalog.compare(_client(tracking_uri), name)
     if as_json:
-        _print_json(comparison)
+        echo_json(comparison, indent=2)
         return
     versions = comparison["versions"]
-    table = Table("", *[f"v{v['version']}" + (f" ({', '.join(v['aliases'])})" if v["aliases"] else "") for v in versions])
+    table = Table(
+        "", *[f"v{v['version']}" + (f" ({', '.join(v['aliases'])})" if v["aliases"] else "") for v in versions]
+    )
     for key in catalog.SUMMARY_METRICS:
         table.add_row(key, *[_metric(v["metrics"].get(key)) for v in versions])
     table.add_section()
@@ -216,14 +230,14 @@ def compare(
 def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(5000, "--port", help="Port to listen on."),
-    tracking_uri: Optional[str] = TrackingUriOption,
+    tracking_uri: str | None = TrackingUriOption,
 ) -> None:
     """Start the MLflow UI on kgserver's tracking store (embedded default) and print its URL.
 
     Runs in the foreground until interrupted. With an http(s) tracking URI there is
     nothing to start: that server already serves its UI.
     """
-    from kgserver.tracking.backend import embedded_artifact_root, is_embedded, resolve_tracking_uri
+    from kgserver.tracking.backend import configure_mlflow, embedded_artifact_root, is_embedded, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -238,5 +252,6 @@ def ui(
     shown_host = f"[{host}]" if ":" in host else host
     typer.echo(f"MLflow UI for {uri} at http://{shown_host}:{port}/ (Ctrl-C to stop)", err=False)
     sys.stdout.flush()
+    configure_mlflow()  # the server inherits kgserver's MLflow settings
     # exec, not a child process: signals reach the server directly and it owns the terminal.
     os.execv(sys.executable, command)

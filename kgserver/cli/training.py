@@ -8,35 +8,35 @@ that run tracking can wrap the training step and add its observer.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from kgserver.cli.app import DbOption, JsonOption, app
+from kgserver.cli.app import DbOption, JsonOption, app, echo_json
 from kgserver.cli.models import NoTrackingOption, RegisterAsOption, TrackingUriOption
 from kgserver.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from kgserver.graph import Snapshot
     from kgserver.registry import Hyperparameters, KGModel
-    from kgserver.training import TrainResult
+    from kgserver.training import TrainConfig, TrainResult
 
 
-class ModeChoice(str, enum.Enum):
+class ModeChoice(enum.StrEnum):
     auto = "auto"
     full = "full"
     sampled = "sampled"
 
 
-class SplitChoice(str, enum.Enum):
+class SplitChoice(enum.StrEnum):
     train = "train"
     valid = "valid"
     test = "test"
@@ -52,7 +52,6 @@ SplitRatioOption = typer.Option(
     "--split-ratio",
     help="train,valid,test fractions for a graph stored without a split (a stored split is always used).",
 )
-HEADLINE = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank")
 
 
 @app.command("train")
@@ -65,7 +64,7 @@ def train_command(
     ),
     seed: int = SeedOption,
     device: str = DeviceOption,
-    max_minutes: Optional[float] = typer.Option(
+    max_minutes: float | None = typer.Option(
         None, "--max-minutes", help="Time budget; training stops cleanly and keeps the best checkpoint."
     ),
     mode: ModeChoice = typer.Option(
@@ -79,12 +78,19 @@ def train_command(
     lr_decay: float = typer.Option(
         0.5, "--lr-decay", help="Multiply the learning rate by this after an evaluation without improvement (1: never)."
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch, per process (default: torch's choice; with --nproc, cores / N)."
+    ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Train with N local worker processes (DistributedDataParallel); under torchrun, leave it at 1.",
+    ),
     split_ratio: str = SplitRatioOption,
-    tracking_uri: Optional[str] = TrackingUriOption,
-    register_as: Optional[str] = RegisterAsOption,
+    tracking_uri: str | None = TrackingUriOption,
+    register_as: str | None = RegisterAsOption,
     no_tracking: bool = NoTrackingOption,
-    db: Optional[str] = DbOption,
+    db: str | None = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Train a link-prediction model on a graph from the store and report filtered test metrics.
@@ -98,13 +104,26 @@ def train_command(
     registers a model version (--register-as, default GRAPH-MODEL); the tracking
     store is checked before the first epoch. --no-tracking saves the model bundle
     under $KGSERVER_HOME/models/ instead.
+
+    --nproc N trains data-parallel in N processes on this machine; under torchrun
+    (several machines) each process runs this command with --nproc 1. Either
+    way each step's batch is shared among the processes, and rank 0 alone
+    evaluates, reports and tracks: one MLflow run per job.
     """
-    from kgserver.graph import Snapshot
-    from kgserver.registry import get_model
-    from kgserver.store import open_store
-    from kgserver.training import Observers, TrainConfig, resolve_device, seed_everything, train
+    from kgserver.training import TrainConfig, resolve_device
+    from kgserver.training.distributed import environment_ranks, launch
 
     resolve_device(device)  # an unusable device fails before any work is done
+    if not no_tracking:
+        from kgserver.tracking.run import registered_model_name
+
+        registered_model_name(
+            register_as, graph, model
+        )  # a name the registry cannot hold fails now, not after training
+    if nproc < 1:
+        raise ConfigurationError(f"--nproc must be at least 1, got {nproc}")
+    if nproc > 1 and environment_ranks().distributed:
+        raise ConfigurationError("--nproc starts its own workers; under torchrun leave --nproc at 1")
     config = TrainConfig(
         epochs=epochs,
         seed=seed,
@@ -116,29 +135,88 @@ def train_command(
         mode=mode.value,
         threads=threads,
     )
-    model_class = get_model(model)
-    hparams = _hyperparameters(model_class, assignments)
-    with open_store(db) as store:
-        snapshot = Snapshot.from_store(store, graph, split_ratio=_ratio(split_ratio), seed=seed)
-    seed_everything(seed)
-    network = model_class(snapshot.num_entities, snapshot.num_relations, hparams)
-    if no_tracking:
-        from kgserver.tracking import save_untracked
+    job = TrainJob(
+        graph, model, assignments, config, _ratio(split_ratio), tracking_uri, register_as, no_tracking, db, json_output
+    )
+    _hyperparameters(get_model_class(model), assignments)  # bad --set values fail before workers start
+    if nproc == 1:
+        run_train_job(job)
+    else:
+        launch(nproc, run_train_job, job)
 
-        with _epoch_progress(config.epochs) as progress:
-            result = train(network, snapshot, config, observer=progress)
-        path = save_untracked(result.model, snapshot, register_as or f"{snapshot.name}-{model}")
-        _note(f"tracking off (--no-tracking): model bundle saved to {path}")
-        _report(result, snapshot, model, json_output, {"bundle_path": str(path)})
-        return
-    from kgserver.tracking import TrainingRun
 
-    run = TrainingRun.start(network, snapshot, config, tracking_uri=tracking_uri, register_as=register_as)
-    with run, _epoch_progress(config.epochs) as progress:
-        result = train(network, snapshot, config, observer=Observers(progress, run))
-        version = run.finish(result)
-    _note(f"registered model version {version} (MLflow run {run.run_id}); browse it with `kgserver ui`")
-    _report(result, snapshot, model, json_output, {"registered_version": version, "run_id": run.run_id})
+@dataclass(frozen=True)
+class TrainJob:
+    """What one ``kgserver train`` does, as plain data a worker process can receive."""
+
+    graph: str
+    model: str
+    assignments: list[str]
+    config: TrainConfig
+    split_ratio: tuple[float, float, float]
+    tracking_uri: str | None
+    register_as: str | None
+    no_tracking: bool
+    db: str | None
+    json_output: bool
+
+
+def get_model_class(model: str) -> type[KGModel]:
+    from kgserver.registry import get_model
+
+    return get_model(model)
+
+
+def run_train_job(job: TrainJob) -> None:
+    """Train as this process's rank (one process, a ``--nproc`` worker or a torchrun worker).
+
+    Every rank loads the snapshot and builds the model from the same seed;
+    rank 0 alone opens the MLflow run (or saves the untracked bundle), shows
+    progress and prints the result.
+    """
+    from kgserver.graph import Snapshot
+    from kgserver.store import open_store
+    from kgserver.training import Observers, seed_everything
+    from kgserver.training.distributed import process_group
+    from kgserver.training.trainer import train_rank
+
+    with process_group(job.config.device) as (ranks, device):
+        threads = job.config.threads
+        if threads is None and ranks.distributed:
+            threads = max(1, (os.cpu_count() or 1) // ranks.world_size)
+        config = dataclasses.replace(job.config, device=device, threads=threads)
+        model_class = get_model_class(job.model)
+        hparams = _hyperparameters(model_class, job.assignments)
+        with open_store(job.db) as store:
+            snapshot = Snapshot.from_store(store, job.graph, split_ratio=job.split_ratio, seed=config.seed)
+        seed_everything(config.seed)
+        network = model_class(snapshot.num_entities, snapshot.num_relations, hparams)
+        if not ranks.is_main:
+            train_rank(network, snapshot, config, None, ranks)
+            return
+        if job.no_tracking:
+            from kgserver.tracking import save_untracked
+
+            with _epoch_progress(config.epochs) as progress:
+                result = _main_result(train_rank(network, snapshot, config, progress, ranks))
+            path = save_untracked(result.model, snapshot, job.register_as or f"{snapshot.name}-{job.model}")
+            _note(f"tracking off (--no-tracking): model bundle saved to {path}")
+            _report(result, snapshot, job.model, job.json_output, {"bundle_path": str(path)})
+            return
+        from kgserver.tracking import TrainingRun
+
+        run = TrainingRun.start(network, snapshot, config, tracking_uri=job.tracking_uri, register_as=job.register_as)
+        with run, _epoch_progress(config.epochs) as progress:
+            result = _main_result(train_rank(network, snapshot, config, Observers(progress, run), ranks))
+            version = run.finish(result)
+        _note(f"registered model version {version} (MLflow run {run.run_id}); browse it with `kgserver ui`")
+        _report(result, snapshot, job.model, job.json_output, {"registered_version": version, "run_id": run.run_id})
+
+
+def _main_result(result: TrainResult | None) -> TrainResult:
+    if result is None:  # train_rank gives rank 0 its result
+        raise RuntimeError("rank 0 finished training without a result")
+    return result
 
 
 def _note(message: str) -> None:
@@ -161,7 +239,7 @@ def _ratio(text: str) -> tuple[float, float, float]:
         parts = ()
     if len(parts) != 3:
         raise ConfigurationError(f"--split-ratio expects three numbers like 0.8,0.1,0.1, got {text!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 class _EpochLines:
@@ -211,12 +289,10 @@ def _epoch_progress(epochs: int) -> Iterator[_EpochBar | _EpochLines]:
         yield _EpochBar(progress, progress.add_task("train", total=epochs, loss="-", mrr="-"))
 
 
-def _report(
-    result: TrainResult, snapshot: Snapshot, model: str, json_output: bool, saved: dict[str, str]
-) -> None:
+def _report(result: TrainResult, snapshot: Snapshot, model: str, json_output: bool, saved: dict[str, str]) -> None:
     summary = {"graph": snapshot.name, "model": model, **result.summary(), **saved}
     if json_output:
-        typer.echo(json.dumps(summary))
+        echo_json(summary)
         return
     metrics = result.metrics
     typer.echo(
@@ -229,7 +305,8 @@ def _report(
 def _metrics_line(metrics: dict[str, float], prefix: str) -> str:
     return (
         f"{prefix.rstrip('_')} MRR {metrics[prefix + 'mrr']:.4f}, Hits@1/3/10 "
-        f"{metrics[prefix + 'hits_at_1']:.4f}/{metrics[prefix + 'hits_at_3']:.4f}/{metrics[prefix + 'hits_at_10']:.4f}, "
+        f"{metrics[prefix + 'hits_at_1']:.4f}/{metrics[prefix + 'hits_at_3']:.4f}/"
+        f"{metrics[prefix + 'hits_at_10']:.4f}, "
         f"mean rank {metrics[prefix + 'mean_rank']:.1f}"
     )
 
@@ -245,8 +322,8 @@ def evaluate_command(
     split_ratio: str = SplitRatioOption,
     batch_size: int = typer.Option(256, "--batch-size", help="Queries scored at once."),
     device: str = DeviceOption,
-    tracking_uri: Optional[str] = TrackingUriOption,
-    db: Optional[str] = DbOption,
+    tracking_uri: str | None = TrackingUriOption,
+    db: str | None = DbOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Re-evaluate a trained model on a split of a graph from the store.
@@ -257,9 +334,7 @@ def evaluate_command(
     graph's and the model's training triples); the result is filtered MRR,
     Hits@1/3/10 and mean rank for head, tail and both directions.
     """
-    import torch
-
-    from kgserver.evaluation import Evaluator
+    from kgserver.evaluation import evaluate_split
     from kgserver.graph import Snapshot
     from kgserver.models import load
     from kgserver.store import open_store
@@ -269,70 +344,25 @@ def evaluate_command(
     loaded = load(model, tracking_uri)
     with open_store(db) as store:
         snapshot = Snapshot.from_store(store, graph, split_ratio=_ratio(split_ratio), seed=seed)
-    to_model = _vocabulary_map(snapshot, loaded.entities, loaded.relations)
-    wanted, unknown = _map_triples(getattr(snapshot, split.value), *to_model)
-    if len(wanted) == 0:
-        raise ConfigurationError(
-            f"none of the {unknown} {split.value} triples of graph {graph!r} is in the vocabulary of model {model!r}"
-        )
-    known_parts = [_map_triples(part, *to_model)[0] for part in (snapshot.train, snapshot.valid, snapshot.test)]
-    known = torch.cat([loaded.train_triples, *known_parts])
-    evaluator = Evaluator(
-        known, len(loaded.entities), len(loaded.relations), batch_size=batch_size, device=target_device
+    result = evaluate_split(
+        loaded, snapshot, split.value, model_name=model, batch_size=batch_size, device=target_device
     )
-    network = loaded.model.to(target_device)
-    metrics = evaluator(network, loaded.graph().to(target_device), wanted)
-    in_training = int(_contained(wanted, loaded.train_triples).sum())
     summary = {
         "model": loaded.version,
         "graph": graph,
         "split": split.value,
-        "triples": len(wanted),
-        "unknown": unknown,
-        "in_training": in_training,
-        **metrics,
+        "triples": result.triples,
+        "unknown": result.unknown,
+        "in_training": result.in_training,
+        **result.metrics,
     }
     if json_output:
-        typer.echo(json.dumps(summary))
+        echo_json(summary)
         return
-    notes = f"; {unknown} triples with unknown entities or relations skipped" if unknown else ""
-    if in_training:
-        notes += f"; {in_training} of them were training triples of the model"
-    typer.echo(f"{loaded.version} on {graph!r} {split.value} ({len(wanted)} triples): {_metrics_line(metrics, '')}{notes}")
-
-
-def _vocabulary_map(snapshot: Snapshot, entities: list[str], relations: list[str]) -> tuple[Tensor, Tensor]:
-    """Snapshot id -> model id (-1 where the model does not know the IRI), for entities and relations."""
-    import torch
-
-    entity_ids = {iri: index for index, iri in enumerate(entities)}
-    relation_ids = {iri: index for index, iri in enumerate(relations)}
-    return (
-        torch.tensor([entity_ids.get(iri, -1) for iri in snapshot.entities], dtype=torch.long),
-        torch.tensor([relation_ids.get(iri, -1) for iri in snapshot.relations], dtype=torch.long),
+    notes = f"; {result.unknown} triples with unknown entities or relations skipped" if result.unknown else ""
+    if result.in_training:
+        notes += f"; {result.in_training} of them were training triples of the model"
+    typer.echo(
+        f"{loaded.version} on {graph!r} {split.value} ({result.triples} triples): "
+        f"{_metrics_line(result.metrics, '')}{notes}"
     )
-
-
-def _map_triples(triples: Tensor, entity_map: Tensor, relation_map: Tensor) -> tuple[Tensor, int]:
-    """``triples`` in model ids, without those the model cannot rank, and how many those were."""
-    import torch
-
-    mapped = torch.stack(
-        [entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]], dim=1
-    )
-    keep = (mapped >= 0).all(dim=1)
-    return mapped[keep], int((~keep).sum())
-
-
-def _contained(triples: Tensor, reference: Tensor) -> Tensor:
-    """Which rows of ``triples`` also occur in ``reference`` (both ``[n, 3]`` id tensors)."""
-    import torch
-
-    if len(reference) == 0:
-        return torch.zeros(len(triples), dtype=torch.bool)
-    span = int(torch.cat([triples, reference]).max()) + 1
-
-    def keys(t: Tensor) -> Tensor:
-        return (t[:, 0] * span + t[:, 1]) * span + t[:, 2]
-
-    return torch.isin(keys(triples), keys(reference))

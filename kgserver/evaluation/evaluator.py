@@ -8,13 +8,14 @@ numbers (``mrr``, ``hits_at_k``, ``mean_rank``) pool both directions; the
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from kgserver.evaluation.index import AnswerIndex
 from kgserver.evaluation.ranking import RankAccumulator, filtered_ranks
+from kgserver.graph.index import TripleIndex
 
 ScoreFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -37,7 +38,7 @@ class Evaluator:
         self.num_relations = num_relations
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.known = AnswerIndex(all_known_triples.to(self.device), num_relations)
+        self.known = TripleIndex.build(all_known_triples.to(self.device), num_relations)
 
     def __call__(self, model: Any, graph: Any, triples: Tensor) -> dict[str, float]:
         """Encode ``graph`` with ``model`` (no grad, eval mode) and rank ``triples``."""

@@ -1,4 +1,8 @@
-"""Reading a :class:`~kgserver.graph.Snapshot` out of the store, and fingerprinting it.
+"""What a :class:`~kgserver.graph.Snapshot` needs of the store, and how a stored graph is split.
+
+:meth:`Snapshot.from_store <kgserver.graph.Snapshot.from_store>` reads a graph
+through the :class:`StoreLike` protocol (``kgserver.store.Store`` satisfies it;
+this package does not import the store) and splits it with :func:`split_triples`.
 
 The split is the stored one when the graph has one (triples imported with
 ``--split``); triples the import left unassigned then join the training set,
@@ -10,16 +14,12 @@ its triples landed in valid or test (it simply has no edges).
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from kgserver.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from kgserver.graph.snapshot import Snapshot
 
 TRAIN, VALID, TEST, UNASSIGNED = 0, 1, 2, -1
 _SPLITS = {"train": TRAIN, "valid": VALID, "test": TEST}
@@ -35,21 +35,23 @@ class StoredGraphLike(Protocol):
 
 
 class StoreLike(Protocol):
+    """The one store method a snapshot needs (see ``kgserver.store.Store``)."""
+
     def read_graph(self, name: str, include_literals: bool = False) -> StoredGraphLike: ...
 
 
-def snapshot_from_store(
-    store: StoreLike,
+def split_triples(
+    stored: StoredGraphLike,
     graph_name: str,
     *,
-    include_literals: bool = False,
-    split_ratio: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-) -> "Snapshot":
-    """Read ``graph_name`` and split it (stored split, else seeded random ``split_ratio``)."""
-    from kgserver.graph.snapshot import Snapshot
+    include_literals: bool,
+    split_ratio: tuple[float, float, float],
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``stored``'s triples as ``train``/``valid``/``test`` tensors (stored split, else seeded random ``split_ratio``).
 
-    stored = store.read_graph(graph_name, include_literals=include_literals)
+    Returns the three parts and the metadata that records how they were made.
+    """
     triples = np.asarray(stored.triples, dtype=np.int64).reshape(-1, 3)
     splits = np.asarray(stored.splits, dtype=np.int8)
     if len(splits) != len(triples):
@@ -75,13 +77,7 @@ def snapshot_from_store(
     }
     if origin == "random":
         metadata.update(split_ratio=list(split_ratio), split_seed=seed)
-    return Snapshot(
-        name=graph_name,
-        entities=list(stored.entities),
-        relations=list(stored.relations),
-        metadata=metadata,
-        **parts,
-    )
+    return parts, metadata
 
 
 def random_split(count: int, ratio: tuple[float, float, float], seed: int) -> np.ndarray:
@@ -96,28 +92,3 @@ def random_split(count: int, ratio: tuple[float, float, float], seed: int) -> np
     labels[order[n_train:n_valid]] = VALID
     labels[order[n_valid:]] = TEST
     return labels
-
-
-def fingerprint(snapshot: "Snapshot") -> dict[str, Any]:
-    """Name, sizes and a sha256 over vocabularies and id-mapped triples of every split.
-
-    Two snapshots with the same digest train and evaluate on exactly the same
-    data with the same ids, which is what a tracked run needs to record.
-    """
-    digest = hashlib.sha256()
-    for vocabulary in (snapshot.entities, snapshot.relations):
-        digest.update(len(vocabulary).to_bytes(8, "little"))
-        digest.update("\n".join(vocabulary).encode("utf-8"))
-    for part in (snapshot.train, snapshot.valid, snapshot.test):
-        array = part.detach().cpu().to(torch.int64).contiguous().numpy().astype("<i8", copy=False)
-        digest.update(len(array).to_bytes(8, "little"))
-        digest.update(array.tobytes())
-    return {
-        "name": snapshot.name,
-        "num_entities": snapshot.num_entities,
-        "num_relations": snapshot.num_relations,
-        "num_train": len(snapshot.train),
-        "num_valid": len(snapshot.valid),
-        "num_test": len(snapshot.test),
-        "sha256": digest.hexdigest(),
-    }

@@ -7,12 +7,15 @@ never query SQL inside a loop. Ids are positions in ``entities``/``relations``
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import dgl
 import torch
 from torch import Tensor
+
+from kgserver.graph.from_store import StoreLike, split_triples
+from kgserver.graph.vocabulary import Vocabulary
 
 
 @dataclass
@@ -34,25 +37,53 @@ class Snapshot:
     @classmethod
     def from_store(
         cls,
-        store: Any,
+        store: StoreLike,
         graph_name: str,
         *,
         include_literals: bool = False,
         split_ratio: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
-    ) -> "Snapshot":
+    ) -> Snapshot:
         """Read ``graph_name`` from ``store``; see :mod:`kgserver.graph.from_store` for the split rules."""
-        from kgserver.graph.from_store import snapshot_from_store
-
-        return snapshot_from_store(
-            store, graph_name, include_literals=include_literals, split_ratio=split_ratio, seed=seed
+        stored = store.read_graph(graph_name, include_literals=include_literals)
+        parts, metadata = split_triples(
+            stored, graph_name, include_literals=include_literals, split_ratio=split_ratio, seed=seed
+        )
+        return cls(
+            name=graph_name,
+            entities=list(stored.entities),
+            relations=list(stored.relations),
+            metadata=metadata,
+            **parts,
         )
 
     def fingerprint(self) -> dict[str, object]:
-        """Name, sizes and sha256 of vocabularies + id-mapped triples, for run tracking."""
-        from kgserver.graph.from_store import fingerprint
+        """Name, sizes and a sha256 over vocabularies and id-mapped triples of every split.
 
-        return fingerprint(self)
+        Two snapshots with the same digest train and evaluate on exactly the same
+        data with the same ids, which is what a tracked run needs to record.
+        """
+        digest = hashlib.sha256()
+        for vocabulary in (self.entities, self.relations):
+            digest.update(len(vocabulary).to_bytes(8, "little"))
+            digest.update("\n".join(vocabulary).encode("utf-8"))
+        for part in (self.train, self.valid, self.test):
+            array = part.detach().cpu().to(torch.int64).contiguous().numpy().astype("<i8", copy=False)
+            digest.update(len(array).to_bytes(8, "little"))
+            digest.update(array.tobytes())
+        return {
+            "name": self.name,
+            "num_entities": self.num_entities,
+            "num_relations": self.num_relations,
+            "num_train": len(self.train),
+            "num_valid": len(self.valid),
+            "num_test": len(self.test),
+            "sha256": digest.hexdigest(),
+        }
+
+    def vocabulary(self) -> Vocabulary:
+        """The snapshot's entity and relation IRIs as a :class:`Vocabulary` (built on each call)."""
+        return Vocabulary(self.entities, self.relations)
 
     @property
     def num_entities(self) -> int:

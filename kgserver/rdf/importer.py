@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyoxigraph
 
+from kgserver.config import check_graph_name
 from kgserver.errors import ConfigurationError
 from kgserver.rdf.formats import SPLITS, detect_format, split_from_name
 from kgserver.rdf.readers import rdf_batches, tsv_batches
@@ -52,6 +53,8 @@ class ImportSummary:
     graph: str
     seconds: float
     files: list[FileSummary] = field(default_factory=list)
+    revision: int = 0
+    """The graph's revision after the import (unchanged when it added nothing)."""
 
     @property
     def triples(self) -> int:
@@ -72,6 +75,7 @@ class ImportSummary:
             "added": self.added,
             "skipped_duplicates": self.skipped_duplicates,
             "seconds": round(self.seconds, 3),
+            "revision": self.revision,
             "files": [
                 {**asdict(file), "skipped_duplicates": file.skipped_duplicates} for file in self.files
             ],
@@ -98,6 +102,7 @@ def import_files(
 ) -> ImportSummary:
     """Import ``paths`` into ``graph`` in one transaction; see the module docstring.
 
+    ``graph`` must match :data:`kgserver.config.GRAPH_NAME_PATTERN`.
     ``split`` applies to every file; when None, a file whose name starts with
     ``train``/``valid``/``test`` goes to that split and any other to none.
     ``base`` is, for RDF formats, the IRI relative references resolve against
@@ -145,6 +150,7 @@ def import_files(
             )
             if on_progress:
                 on_progress(path, size, size, triples)
+    summary.revision = transaction.graph_revision
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -153,8 +159,7 @@ def _plan(
     paths: Sequence[str | Path], graph: str, format: str, split: str | None, base: str | None
 ) -> list[_Planned]:
     """Check every argument before the transaction starts, so mistakes cost nothing."""
-    if not graph or not graph.strip():
-        raise ConfigurationError("a graph name is required (--graph NAME)")
+    check_graph_name(graph)
     if not paths:
         raise ConfigurationError("no files to import")
     if split is not None and split not in SPLITS:

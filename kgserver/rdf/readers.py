@@ -9,13 +9,19 @@ during an import), which the error message says.
 
 Each parsed term is mapped to a store id once per document: a dict keyed by the
 parser's own term objects answers repeats, and only new terms reach the
-transaction's dictionary. Memory is the batch plus these dictionaries.
+transaction's dictionary. Memory is the batch plus these dictionaries; what a
+document can make the parser allocate is bounded too: a term is at most the
+parser's buffer limit, and RDF/XML entity expansion is capped
+(:mod:`kgserver.rdf.xmlentities`). Every failure to read a document is an
+:class:`~kgserver.errors.ImportSyntaxError` naming the file and the line.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
+import re
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -23,8 +29,10 @@ from typing import BinaryIO
 import pyoxigraph
 
 from kgserver.errors import ImportSyntaxError
+from kgserver.rdf.xmlentities import EntityBoundedStream
 from kgserver.rdf.xmlliteral import RDF_XML_LITERAL, canonical_xml_literal
 from kgserver.store.bulk import ImportTransaction, TripleRow
+from kgserver.store.models import DEFAULT_CONTEXT
 
 PYOXIGRAPH_FORMATS = {
     "nt": pyoxigraph.RdfFormat.N_TRIPLES,
@@ -39,6 +47,9 @@ PYOXIGRAPH_FORMATS = {
 DATASET_FORMATS = frozenset({"nq", "trig", "jsonld"})
 
 _CORRUPT_COMPRESSION = (EOFError, gzip.BadGzipFile, zlib.error)
+
+# pyoxigraph's MemoryError when one token (an IRI, a literal) outgrows its buffer.
+_TERM_TOO_LONG = re.compile(r"Reached the buffer maximal size of (\d+)")
 
 
 class _DocumentTerms:
@@ -62,7 +73,12 @@ class _DocumentTerms:
         self.relation_ids: dict[object, int] = {}
 
     def term(self, term: object) -> int:
-        """Id of a subject, object or graph name not seen before in this document."""
+        """Id of a subject, object or graph name not seen before in this document.
+
+        The branches test ``type(term) is`` (cheaper than ``isinstance`` on this, the
+        hottest path of an import), which mypy does not narrow by: hence the
+        ``attr-defined`` ignores below.
+        """
         kind = type(term)
         transaction = self._transaction
         if kind is pyoxigraph.NamedNode:
@@ -83,14 +99,14 @@ class _DocumentTerms:
         return term_id
 
     def context(self, graph_name: object) -> int:
-        """Id of a statement's graph name: 0 for the default graph."""
+        """Id of a statement's graph name (``DEFAULT_CONTEXT`` for the default graph)."""
         if type(graph_name) is pyoxigraph.DefaultGraph:
-            return 0
+            return DEFAULT_CONTEXT
         term_id = self.ids.get(graph_name)
         return self.term(graph_name) if term_id is None else term_id
 
     def relation(self, predicate: object) -> int:
-        """Id of a predicate not seen before in this document."""
+        """Id of a predicate (a ``pyoxigraph.NamedNode``) not seen before in this document."""
         relation_id = self._transaction.relation(predicate.value)  # type: ignore[attr-defined]
         self.relation_ids[predicate] = relation_id
         return relation_id
@@ -117,7 +133,8 @@ def rdf_batches(
     known_relation, new_relation = terms.relation_ids.get, terms.relation
     context = terms.context
     graph_id = transaction.graph_id
-    quads = pyoxigraph.parse(stream, PYOXIGRAPH_FORMATS[format], base_iri=base_iri)
+    source = io.BufferedReader(EntityBoundedStream(stream, path)) if format == "xml" else stream
+    quads = pyoxigraph.parse(source, PYOXIGRAPH_FORMATS[format], base_iri=base_iri)
     try:
         while batch := list(itertools.islice(quads, batch_size)):
             if format in DATASET_FORMATS:
@@ -129,11 +146,45 @@ def rdf_batches(
             else:
                 yield [
                     (graph_id, known(s) or new(s), known_relation(p) or new_relation(p),
-                     known(o) or new(o), 0, split)
+                     known(o) or new(o), DEFAULT_CONTEXT, split)
                     for s, p, o, _ in batch
                 ]
+        transaction.record_prefixes(quads.prefixes)
     except SyntaxError as error:
-        raise ImportSyntaxError(path, error.lineno, error.msg) from None
+        line = error.lineno or _line_at(stream, source.tell(), path)
+        raise ImportSyntaxError(path, line, _printable(error.msg)) from None
+    except MemoryError as error:
+        too_long = _TERM_TOO_LONG.search(str(error))
+        if too_long is None:
+            raise
+        limit = int(too_long.group(1))
+        raise ImportSyntaxError(
+            path, _line_at(stream, source.tell(), path),
+            f"a term (IRI or literal) is longer than the parser's limit of {limit >> 20} MiB",
+        ) from None
+    except _CORRUPT_COMPRESSION as error:
+        raise ImportSyntaxError(path, None, f"corrupt gzip data: {error}") from None
+
+
+def _printable(message: str) -> str:
+    """The parser's message on one line: control characters it quotes from the
+    document (NUL, CR, LF, ...) escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in message)
+
+
+def _line_at(stream: BinaryIO, position: int, path: str) -> int:
+    """The line of byte ``position`` of ``stream`` (where the parser had read up to when
+    it failed). Only called on the way to an error: it rereads the stream from the start."""
+    try:
+        stream.seek(0)
+        newlines = 0
+        while position > 0:
+            chunk = stream.read(min(position, 1 << 20))
+            if not chunk:
+                break
+            newlines += chunk.count(b"\n")
+            position -= len(chunk)
+        return newlines + 1
     except _CORRUPT_COMPRESSION as error:
         raise ImportSyntaxError(path, None, f"corrupt gzip data: {error}") from None
 
@@ -183,7 +234,7 @@ def tsv_batches(
             tail = entity_ids.get(tail_text)
             if tail is None:
                 tail = entity_ids[tail_text] = transaction.iri(_tsv_iri(prefix + tail_text, base, path, line_number))
-            append((graph_id, head, relation, tail, 0, split))
+            append((graph_id, head, relation, tail, DEFAULT_CONTEXT, split))
             if len(batch) >= batch_size:
                 yield batch
                 batch = []

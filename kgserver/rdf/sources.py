@@ -10,8 +10,8 @@ never holds more than the parser's buffer of it.
 from __future__ import annotations
 
 import gzip
-import io
 import hashlib
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +37,6 @@ def open_source(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
             # GzipFile reads (and readline()s) slowly in small steps; a buffer in
             # front of it serves the parsers' reads from memory.
             with io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), _BUFFER) as stream:
-                yield stream, raw  # type: ignore[misc]
+                yield stream, raw
         else:
             yield raw, raw

@@ -8,8 +8,9 @@ credentials) can see readiness; every other method, reflection included, needs
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 

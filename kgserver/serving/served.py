@@ -7,15 +7,17 @@ keeps using it to the end even if a newer one is installed meanwhile.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from kgserver.errors import ConfigurationError, UnknownEntity, UnknownRelation
+from kgserver.errors import EntityNotEmbeddable, RelationNeedsRetraining, UnknownEntity, UnknownRelation
+from kgserver.graph.index import TripleIndex
+from kgserver.graph.vocabulary import Vocabulary
 from kgserver.registry import KGModel
-from kgserver.serving.known import KnownTriples, stored_triples
 
 
 class LoadedModelLike(Protocol):
@@ -45,13 +47,27 @@ class ServedModel:
     plugin: str
     graph: str
     model: KGModel
-    entities: list[str]
-    relations: list[str]
-    entity_index: dict[str, int]
-    relation_index: dict[str, int]
+    vocabulary: Vocabulary
     entity_emb: Tensor
     relation_emb: Tensor
-    known: KnownTriples
+    known: TripleIndex
+    train_triples: Tensor
+    """The message graph (int64 ``[n, 3]``), which explanations walk: the training triples,
+    plus the triples the store added since when the server follows a store."""
+    known_triples: Tensor
+    """The triples ``known`` was built from (int64 ``[n, 3]``), so a store change can extend it."""
+    trained_entities: int
+    """How many entities the model was trained with: ids from here on are new entities."""
+    store_revision: int = 0
+    """The graph revision of the store state this was built from (0: no store)."""
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """``rdfs:label`` by IRI, then by lower-case language tag (``""``: untagged)."""
+    language: str = ""
+    """The label language answers get when a request names none."""
+    unembeddable: frozenset[str] = frozenset()
+    """Entities the store added that this model cannot embed (asking about them: NOT_FOUND, retrain)."""
+    unseen_relations: frozenset[str] = frozenset()
+    """Relations the store added that the model never saw (asking about them: NOT_FOUND, retrain)."""
 
     @classmethod
     def build(
@@ -59,61 +75,97 @@ class ServedModel:
         ref: str,
         loaded: LoadedModelLike,
         *,
-        store_url: str | None = None,
-    ) -> "ServedModel":
-        """Run the encoder once and index the vocabularies and the known triples.
+        also_known: Tensor | None = None,
+        store_revision: int = 0,
+        labels: Mapping[str, Mapping[str, str]] | None = None,
+        language: str = "",
+    ) -> ServedModel:
+        """Run the encoder once and index the vocabulary and the known triples.
 
-        Known triples are the model's training triples and, when ``store_url`` is
-        given, every triple of the graph it was trained on as stored there now
-        (validation, test and later imports included).
+        Known triples are the model's training triples plus ``also_known``
+        (``[n, 3]`` ids of the model's vocabulary): whatever else the caller knows
+        to be true, such as the graph's stored triples (see
+        :func:`kgserver.serving.source.served_model`). This reads nothing itself.
         """
         with torch.inference_mode():
             entity_emb, relation_emb = loaded.encode()
-        entity_index = {iri: i for i, iri in enumerate(loaded.entities)}
-        relation_index = {iri: i for i, iri in enumerate(loaded.relations)}
-        known = loaded.train_triples.to(torch.int64)
-        if store_url is not None:
-            if not loaded.graph_name:
-                raise ConfigurationError(
-                    f"{loaded.version} does not record the graph it was trained on, "
-                    "so its known triples cannot be read from the store (drop --db)"
-                )
-            stored = stored_triples(store_url, loaded.graph_name, entity_index, relation_index)
-            known = torch.cat([known, stored])
+        known = loaded.train_triples.long()
+        if also_known is not None:
+            known = torch.cat([known, also_known.long()])
         return cls(
             ref=ref,
             version=loaded.version,
             plugin=loaded.plugin,
             graph=loaded.graph_name,
             model=loaded.model,
-            entities=list(loaded.entities),
-            relations=list(loaded.relations),
-            entity_index=entity_index,
-            relation_index=relation_index,
+            vocabulary=Vocabulary(loaded.entities, loaded.relations),
             entity_emb=entity_emb.detach().contiguous(),
             relation_emb=relation_emb.detach().contiguous(),
-            known=KnownTriples.build(known, len(loaded.entities), len(loaded.relations)),
+            known=TripleIndex.build(known, len(loaded.relations)),
+            train_triples=loaded.train_triples.to(torch.int64),
+            known_triples=known,
+            trained_entities=len(loaded.entities),
+            store_revision=store_revision,
+            labels=labels or {},
+            language=language,
         )
 
     @property
+    def entities(self) -> tuple[str, ...]:
+        """Entity IRIs in id order."""
+        return self.vocabulary.entities
+
+    @property
     def num_entities(self) -> int:
-        return len(self.entities)
+        return self.vocabulary.num_entities
 
     @property
     def num_relations(self) -> int:
-        return len(self.relations)
+        return self.vocabulary.num_relations
 
     @property
     def embedding_dim(self) -> int:
         return int(self.entity_emb.shape[1])
 
     def entity_ids(self, iris: Sequence[str]) -> list[int]:
-        """Ids of ``iris``; :class:`UnknownEntity` names the first one not in the vocabulary."""
-        return _lookup(self.entity_index, iris, UnknownEntity)
+        """Ids of ``iris``; :class:`~kgserver.errors.UnknownEntity` names the first one not in
+        the vocabulary (:class:`~kgserver.errors.EntityNotEmbeddable` when the store has it
+        but this model cannot embed it)."""
+        try:
+            return self.vocabulary.entity_ids(iris)
+        except UnknownEntity as error:
+            if error.iri in self.unembeddable:
+                raise EntityNotEmbeddable(error.iri) from None
+            raise
 
     def relation_ids(self, iris: Sequence[str]) -> list[int]:
-        """Ids of ``iris``; :class:`UnknownRelation` names the first one not in the vocabulary."""
-        return _lookup(self.relation_index, iris, UnknownRelation)
+        """Ids of ``iris``; :class:`~kgserver.errors.UnknownRelation` names the first one not in
+        the vocabulary (:class:`~kgserver.errors.RelationNeedsRetraining` when the store has it)."""
+        try:
+            return self.vocabulary.relation_ids(iris)
+        except UnknownRelation as error:
+            if error.iri in self.unseen_relations:
+                raise RelationNeedsRetraining(error.iri) from None
+            raise
+
+    def is_new(self, entity_id: int) -> bool:
+        """Whether the entity was not in the model's training vocabulary."""
+        return entity_id >= self.trained_entities
+
+    def label(self, iri: str, language: str = "") -> str:
+        """The label of ``iri`` in ``language`` (or the server's default): that tag, else a
+        tag of that language with a subtag (``en-GB`` for ``en``), else an untagged label; ``""`` if none."""
+        by_language = self.labels.get(iri)
+        if not by_language:
+            return ""
+        wanted = (language or self.language).lower()
+        if wanted:
+            if wanted in by_language:
+                return by_language[wanted]
+            subtagged = sorted(tag for tag in by_language if tag.startswith(wanted + "-"))
+            if subtagged:
+                return by_language[subtagged[0]]
+        return by_language.get("", "")
 
     def info(self) -> dict[str, Any]:
         """A plain description (for ListModels and logs)."""
@@ -126,10 +178,3 @@ class ServedModel:
             "num_relations": self.num_relations,
             "embedding_dim": self.embedding_dim,
         }
-
-
-def _lookup(index: dict[str, int], iris: Sequence[str], error: type[Exception]) -> list[int]:
-    try:
-        return [index[iri] for iri in iris]
-    except KeyError as missing:
-        raise error(missing.args[0]) from None

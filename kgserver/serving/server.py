@@ -16,6 +16,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,13 +24,28 @@ from grpc_reflection.v1alpha import reflection
 
 from kgserver.errors import ConfigurationError
 from kgserver.serving.auth import TokenAuthInterceptor, read_token
+from kgserver.serving.budget import ResponseBudget
 from kgserver.serving.holder import Builder, ModelHolder, Resolver
 from kgserver.serving.scorer import BatchScorer
+from kgserver.serving.served import ServedModel
 from kgserver.serving.servicer import SERVICE_NAME, KnowledgeGraphCompletion
+from kgserver.serving.tls import read_key_pair
+
+if TYPE_CHECKING:
+    from kgserver.serving.workers import WorkerPeers
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_PORT = 65535
+MAX_INT32 = 2**31 - 1
+BUDGET_WAIT_SECONDS = 30.0
+"""Longest a call without a deadline waits for room in the response budget.
+
+A call with a deadline waits until shortly before it.
+"""
+PEER_POLL_SECONDS = 0.05
+"""How often a loaded worker checks whether its peers have loaded too."""
 
 
 @dataclass
@@ -45,18 +61,28 @@ class ServeConfig:
     max_k: int = 1000
     max_batch: int = 1024
     poll_seconds: float = 10.0
-    workers: int = 128
-    batch_wait_ms: float = 2.0
+    threads: int = 128
+    reuse_port: bool = False
+    """Share the port with other processes (``SO_REUSEPORT``): set for each of several worker processes."""
+    batch_wait_ms: float = 5.0
     grace_seconds: float = 20.0
+    response_memory_mb: int = 128
 
     def validate(self) -> None:
         if not self.models:
             raise ConfigurationError("give at least one --model NAME@ALIAS")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigurationError("--tls-cert and --tls-key go together")
-        for name, value in (("--max-k", self.max_k), ("--max-batch", self.max_batch), ("--workers", self.workers)):
-            if value < 1:
-                raise ConfigurationError(f"{name} must be at least 1, got {value}")
+        if not 0 <= self.port <= MAX_PORT:
+            raise ConfigurationError(f"--port must be between 0 and {MAX_PORT}, got {self.port}")
+        for name, value in (
+            ("--max-k", self.max_k),
+            ("--max-batch", self.max_batch),
+            ("--threads", self.threads),
+            ("--response-memory-mb", self.response_memory_mb),
+        ):
+            if not 1 <= value <= MAX_INT32:
+                raise ConfigurationError(f"{name} must be between 1 and {MAX_INT32}, got {value}")
         if self.batch_wait_ms < 0 or self.grace_seconds < 0:
             raise ConfigurationError("--batch-wait-ms and --grace-seconds cannot be negative")
 
@@ -67,46 +93,44 @@ class KGServer:
     def __init__(self, config: ServeConfig, resolve: Resolver, build: Builder) -> None:
         config.validate()
         self.config = config
-        self.holder = ModelHolder(config.models, resolve, build, config.poll_seconds)
+        key_pair = read_key_pair(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
+        self.holder = ModelHolder(config.models, resolve, build, config.poll_seconds, warm=self._warm)
         self.scorer = BatchScorer(config.max_batch, config.batch_wait_ms / 1000)
+        self.budget = ResponseBudget(config.response_memory_mb * 2**20, MAX_MESSAGE_BYTES, BUDGET_WAIT_SECONDS)
         self.health = health.HealthServicer()
         interceptors = []
         if config.auth_token_file is not None:
             interceptors.append(TokenAuthInterceptor(read_token(config.auth_token_file)))
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="kgserver-rpc"),
+            futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="kgserver-rpc"),
             interceptors=interceptors,
             options=[
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(config.reuse_port)),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        servicer = KnowledgeGraphCompletion(
-            self.holder, self.scorer, max_k=config.max_k, max_batch=config.max_batch
+        self.servicer = KnowledgeGraphCompletion(
+            self.holder, self.scorer, self.budget, max_k=config.max_k, max_batch=config.max_batch
         )
-        handlers = servicer.method_handlers()
+        handlers = self.servicer.method_handlers()
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         self.server.add_registered_method_handlers(SERVICE_NAME, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
-        self.port = self._bind()
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self._bind(key_pair)
         self._stopped = threading.Event()
 
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
 
-    def _bind(self) -> int:
+    def _bind(self, key_pair: tuple[bytes, bytes] | None) -> int:
+        """Listen on the configured address: TLS with ``(key, certificate chain)`` PEM, else plaintext."""
         address = f"{self.config.host}:{self.config.port}"
         try:
-            if self.config.tls_cert is not None and self.config.tls_key is not None:
-                credentials = grpc.ssl_server_credentials(
-                    [(_read_bytes(self.config.tls_key), _read_bytes(self.config.tls_cert))]
-                )
-                return self.server.add_secure_port(address, credentials)
+            if key_pair is not None:
+                return self.server.add_secure_port(address, grpc.ssl_server_credentials([key_pair]))
             return self.server.add_insecure_port(address)
         except RuntimeError as error:
             raise ConfigurationError(f"cannot listen on {address}: {error}") from None
@@ -122,12 +146,26 @@ class KGServer:
         log.info("listening on %s (%s)", self.address, "TLS" if self.config.tls_cert else "plaintext")
 
     def load(self) -> None:
-        """Load every model, report SERVING, then start watching the registry."""
+        """Load and warm every model, report SERVING, then start watching the registry."""
+        self.load_models()
+        self.go_live()
+
+    def load_models(self) -> None:
+        """Load every model and warm it (see :meth:`_warm`); health still says NOT_SERVING."""
         self.holder.load()
         for served in self.holder.current():
-            log.info("serving %s as %s (%s, %d entities)", served.ref, served.version, served.plugin, served.num_entities)
+            log.info(
+                "serving %s as %s (%s, %d entities)", served.ref, served.version, served.plugin, served.num_entities
+            )
+
+    def go_live(self) -> None:
+        """Report SERVING and start watching the registry."""
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.holder.start_polling()
+
+    def _warm(self, served: ServedModel) -> None:
+        """Answer a few real queries with ``served`` before it is served (first load or swap)."""
+        self.servicer.warm(served)
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds, release everything."""
@@ -141,7 +179,9 @@ class KGServer:
         stats = self.scorer.stats
         log.info(
             "scorer: %d requests in %d batches (mean %.1f queries per batch)",
-            stats.jobs, stats.batches, stats.mean_batch_rows,
+            stats.jobs,
+            stats.batches,
+            stats.mean_batch_rows,
         )
         log.info("stopped")
 
@@ -151,15 +191,11 @@ class KGServer:
         self.server.wait_for_termination()
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise ConfigurationError(f"cannot read {path}: {error.strerror}") from None
-
-
-def run(server: KGServer) -> None:
+def run(server: KGServer, peers: WorkerPeers | None = None) -> None:
     """Start ``server``, load its models and serve until SIGTERM or SIGINT, then drain.
+
+    As one of several workers (``peers``), health turns SERVING only once every
+    worker has loaded its models (see :mod:`.workers`).
 
     The signal handler only flags the request; the drain runs on this thread so
     the process exits 0 once in-flight requests are answered. The handlers stay
@@ -180,7 +216,14 @@ def run(server: KGServer) -> None:
         signal.signal(sig, request_stop)
     server.start()
     try:
-        server.load()
+        server.load_models()
+        if peers is not None:
+            peers.mark_loaded()
+            while not peers.all_loaded():
+                if stop_requested.wait(PEER_POLL_SECONDS):
+                    server.stop(grace=0)
+                    return
+        server.go_live()
     except BaseException:
         server.stop(grace=0)
         raise

@@ -5,23 +5,25 @@
 schema: a SQLite database is embedded and owned by this process, so it is brought
 up to date automatically; a PostgreSQL database is shared infrastructure, so one
 that is behind raises :class:`~kgserver.errors.SchemaOutOfDate` and the operator
-runs ``kgserver db upgrade`` deliberately.
+runs ``kgserver db upgrade`` deliberately. A database that cannot be reached or
+opened raises :class:`~kgserver.errors.StoreUnavailable` (URL without password,
+and the reason), one that another writer keeps locked
+:class:`~kgserver.errors.StoreLocked`.
 """
 
 from __future__ import annotations
 
 from kgserver.config import database_url
-from kgserver.store.engine import backend_of, make_engine
+from kgserver.store.engine import backend_of, make_engine, redacted, translated_errors
 from kgserver.store.migrate import is_current, require_current, upgrade
 from kgserver.store.store import DeletedGraph, GraphInfo, Store, StoredGraph
-from kgserver.store.terms import Term, TermKind
+from kgserver.store.terms import TermKind
 
 __all__ = [
     "DeletedGraph",
     "GraphInfo",
     "Store",
     "StoredGraph",
-    "Term",
     "TermKind",
     "open_store",
     "upgrade_database",
@@ -33,11 +35,12 @@ def open_store(url: str | None = None) -> Store:
     resolved = database_url(url)
     engine = make_engine(resolved)
     try:
-        if backend_of(resolved) == "sqlite":
-            if not is_current(engine):
-                upgrade(engine)
-        else:
-            require_current(engine)
+        with translated_errors(engine, "opening the store"):
+            if backend_of(resolved) == "sqlite":
+                if not is_current(engine):
+                    upgrade(engine)
+            else:
+                require_current(engine)
     except BaseException:
         engine.dispose()
         raise
@@ -49,6 +52,7 @@ def upgrade_database(url: str | None = None) -> tuple[str, set[str]]:
     resolved = database_url(url)
     engine = make_engine(resolved)
     try:
-        return engine.url.render_as_string(hide_password=True), upgrade(engine)
+        with translated_errors(engine, "upgrading the schema"):
+            return redacted(engine), upgrade(engine)
     finally:
         engine.dispose()

@@ -6,20 +6,26 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, and_, func, select
 
-from kgserver.store.models import Relation, Term, Triple
+from kgserver.store.models import DEFAULT_CONTEXT, Relation, Term, Triple
 from kgserver.store.store import StoredGraph
 from kgserver.store.terms import TermKind, read_value, render
 
 
-def read_arrays(connection: Connection, graph_id: int, include_literals: bool) -> StoredGraph:
-    """The graph's triples as indices into its sorted entity and relation lists."""
-    rows = _triple_rows(connection, graph_id, include_literals)
-    node_ids, rendered = _graph_nodes(connection, graph_id, include_literals)
+def read_arrays(
+    connection: Connection,
+    graph_id: int,
+    include_literals: bool,
+    revisions: tuple[int, int],
+) -> StoredGraph:
+    """The graph's triples added in revisions ``after < revision <= upto`` as indices
+    into the sorted lists of the entities and relations they use."""
+    rows = _triple_rows(connection, graph_id, include_literals, revisions)
+    node_ids, rendered = _graph_nodes(connection, graph_id, include_literals, revisions)
     relation_rows = connection.execute(select(Relation.id, Relation.iri)).all()
 
-    if rows.size and np.any(rows[:, 4] != 0):
+    if rows.size and np.any(rows[:, 4] != DEFAULT_CONTEXT):
         rows = _distinct_statements(rows)
     used_nodes = np.unique(np.concatenate([rows[:, 0], rows[:, 2]]))
     keep = np.isin(node_ids, used_nodes)
@@ -41,25 +47,34 @@ def read_arrays(connection: Connection, graph_id: int, include_literals: bool) -
         relations=relations,
         triples=np.ascontiguousarray(triples[order]),
         splits=rows[order, 3].astype(np.int8),
+        revision=revisions[1],
     )
 
 
-def _triple_rows(connection: Connection, graph_id: int, include_literals: bool) -> np.ndarray:
+def _in_revisions(revisions: tuple[int, int]) -> ColumnElement[bool]:
+    after, upto = revisions
+    return and_(Triple.revision > after, Triple.revision <= upto)
+
+
+def _triple_rows(
+    connection: Connection, graph_id: int, include_literals: bool, revisions: tuple[int, int]
+) -> np.ndarray:
     """``[n, 5]`` int64: head, relation, tail, split (-1 none), context."""
     query = select(
         Triple.head, Triple.relation, Triple.tail, func.coalesce(Triple.split, -1), Triple.context
-    ).where(Triple.graph_id == graph_id)
+    ).where(Triple.graph_id == graph_id, _in_revisions(revisions))
     if not include_literals:
         query = query.join(Term, Term.id == Triple.tail).where(Term.kind != TermKind.LITERAL)
     values = itertools.chain.from_iterable(connection.execute(query))
     return np.fromiter(values, dtype=np.int64).reshape(-1, 5)
 
 
-def _graph_nodes(connection: Connection, graph_id: int, include_literals: bool) -> tuple[np.ndarray, list[str]]:
+def _graph_nodes(
+    connection: Connection, graph_id: int, include_literals: bool, revisions: tuple[int, int]
+) -> tuple[np.ndarray, list[str]]:
     """Ids and rendered strings of the terms in head or tail position in the graph."""
-    used = select(Triple.head).where(Triple.graph_id == graph_id).union(
-        select(Triple.tail).where(Triple.graph_id == graph_id)
-    )
+    in_graph = (Triple.graph_id == graph_id, _in_revisions(revisions))
+    used = select(Triple.head).where(*in_graph).union(select(Triple.tail).where(*in_graph))
     query = select(Term.id, Term.kind, Term.value, Term.value_escaped, Term.datatype, Term.lang).where(
         Term.id.in_(used)
     )

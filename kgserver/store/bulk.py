@@ -8,18 +8,24 @@ backend has (``executemany`` on SQLite, ``COPY`` on PostgreSQL); duplicates are
 dropped by the primary key (``INSERT OR IGNORE`` / ``ON CONFLICT DO NOTHING``) and
 the row counts the database reports tell added from skipped.
 
+Every row an import adds is stamped with the graph's next revision, and the
+graph's ``revision`` moves to it at the end if anything was added (:meth:`ImportTransaction.finish`),
+so readers see the new triples and the new revision together or neither.
+
 Everything happens in the caller's single transaction: nothing is visible, and
 nothing remains, unless it commits.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from kgserver.store.models import Graph, ImportRecord
 from kgserver.store.terms import TermKind, read_value, relation_key, store_value, term_key
@@ -30,13 +36,10 @@ NewTerm = tuple[int, int, str, bool, "str | None", "str | None", bytes]
 # A triple row as the writers take it: (graph_id, head, relation, tail, context, split).
 TripleRow = tuple[int, int, int, int, int, "int | None"]
 
-# Both backends serialise writers: SQLite through BEGIN IMMEDIATE (see engine.py),
-# PostgreSQL through this transaction-scoped advisory lock, so ids allocated from
-# the in-memory dictionary can never collide with a concurrent writer's.
-PG_WRITE_LOCK = 0x6B67_7365_7276  # "kgserv"
-
 
 class _Backend(Protocol):
+    revision: int
+
     def insert_terms(self, rows: list[NewTerm]) -> None: ...
 
     def insert_relations(self, rows: list[tuple[int, str, bytes]]) -> None: ...
@@ -47,8 +50,9 @@ class _Backend(Protocol):
 class _SQLiteBackend:
     """``executemany`` on the raw sqlite3 cursor: the fastest insert pysqlite offers."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, revision: int) -> None:
         self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self.revision = revision
 
     def insert_terms(self, rows: list[NewTerm]) -> None:
         self._cursor.executemany(
@@ -61,8 +65,8 @@ class _SQLiteBackend:
 
     def insert_triples(self, rows: list[TripleRow]) -> int:
         self._cursor.executemany(
-            "INSERT OR IGNORE INTO triples (graph_id, head, relation, tail, context, split) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO triples (graph_id, head, relation, tail, context, split, revision) "
+            f"VALUES (?, ?, ?, ?, ?, ?, {int(self.revision)})",
             rows,
         )
         return self._cursor.rowcount
@@ -71,10 +75,10 @@ class _SQLiteBackend:
 class _PostgresBackend:
     """``COPY`` through psycopg; triples go via a staging table to skip duplicates."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, revision: int) -> None:
         self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        self._cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PG_WRITE_LOCK,))
         self._staging = False
+        self.revision = revision
 
     def insert_terms(self, rows: list[NewTerm]) -> None:
         self._copy("COPY terms (id, kind, value, value_escaped, datatype, lang, key) FROM STDIN", rows)
@@ -91,15 +95,16 @@ class _PostgresBackend:
             self._staging = True
         self._copy("COPY kgserver_staging FROM STDIN", rows)
         self._cursor.execute(
-            "INSERT INTO triples (graph_id, head, relation, tail, context, split) "
-            "SELECT graph_id, head, relation, tail, context, split FROM kgserver_staging "
+            "INSERT INTO triples (graph_id, head, relation, tail, context, split, revision) "
+            f"SELECT graph_id, head, relation, tail, context, split, {int(self.revision)} "
+            "FROM kgserver_staging "
             "ON CONFLICT DO NOTHING"
         )
         added = self._cursor.rowcount
         self._cursor.execute("TRUNCATE kgserver_staging")
         return added
 
-    def _copy(self, statement: str, rows: list) -> None:  # type: ignore[type-arg]
+    def _copy(self, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
         with self._cursor.copy(statement) as copy:
             write_row = copy.write_row
             for row in rows:
@@ -107,7 +112,9 @@ class _PostgresBackend:
 
 
 class ImportTransaction:
-    """Id allocation and batched writes for one import, inside one open transaction.
+    """Id allocation and batched writes for one import, inside one open transaction
+    that holds the store's write lock (:func:`kgserver.store.engine.write_transaction`),
+    so ids allocated from the in-memory dictionary never collide with another writer's.
 
     Terms are looked up by value (``iri``, ``blank``, ``literal``, ``relation``).
     ``add_triples`` writes a batch together with the terms that are new since the
@@ -119,8 +126,8 @@ class ImportTransaction:
     while it waits for the server. At most ``MAX_PENDING`` batches wait, which
     bounds memory, and the connection is used by the writer only while batches are
     pending (``added()`` drains them). SQLite does its work in-process, releasing
-    the GIL once per row, so a writer thread there only contends for the GIL with
-    the parser (measured: no gain); it writes synchronously.
+    the GIL once per row, so a writer thread there would only contend for the GIL
+    with the parser; it writes synchronously.
     """
 
     MAX_PENDING = 2
@@ -128,10 +135,18 @@ class ImportTransaction:
     def __init__(self, connection: Connection, graph: str) -> None:
         self._connection = connection
         dialect = connection.dialect.name
-        self._backend: _Backend = (
-            _SQLiteBackend(connection) if dialect == "sqlite" else _PostgresBackend(connection)
-        )
         self.graph_id = self._graph_id(graph)
+        self.revision = 1 + int(
+            connection.execute(select(Graph.revision).where(Graph.id == self.graph_id)).scalar_one()
+        )
+        """The revision this import's triples get (the graph's, once :meth:`finish` ran)."""
+        self.graph_revision = self.revision - 1
+        """The graph's revision: before the import, and after :meth:`finish` the one it commits."""
+        self._backend: _Backend = (
+            _SQLiteBackend(connection, self.revision)
+            if dialect == "sqlite"
+            else _PostgresBackend(connection, self.revision)
+        )
         self._iris: dict[str, int] = {}
         self._blanks: dict[str, int] = {}
         self._literals: dict[tuple[str, str | None, str | None], int] = {}
@@ -146,6 +161,8 @@ class ImportTransaction:
         )
         self._pending: deque[Future[int]] = deque()
         self._added = 0
+        self._added_in_total = 0
+        self._prefixes: dict[str, str] = {}
 
     def _graph_id(self, name: str) -> int:
         """The graph's id, creating the graph (inside this transaction) if it is new."""
@@ -153,7 +170,7 @@ class ImportTransaction:
         if existing is not None:
             return int(existing)
         created = self._connection.execute(
-            insert(Graph).values(name=name, created_at=datetime.now(timezone.utc)).returning(Graph.id)
+            insert(Graph).values(name=name, created_at=datetime.now(UTC)).returning(Graph.id)
         )
         return int(created.scalar_one())
 
@@ -173,8 +190,8 @@ class ImportTransaction:
         self._relations.update(
             (iri, relation_id) for relation_id, iri in driver("SELECT id, iri FROM relations")
         )
-        # Ids start at 1: 0 is the default graph's context, and readers rely on
-        # every real id being true (``known(term) or new(term)``).
+        # Ids start at 1: 0 is DEFAULT_CONTEXT (the default graph), and readers rely
+        # on every real id being true (``known(term) or new(term)``).
         self._next_term = int(driver("SELECT COALESCE(MAX(id), 0) FROM terms").scalar_one()) + 1
         self._next_relation = (
             int(driver("SELECT COALESCE(MAX(id), 0) FROM relations").scalar_one()) + 1
@@ -246,7 +263,33 @@ class ImportTransaction:
         while self._pending:
             self._added += self._pending.popleft().result()
         added, self._added = self._added, 0
+        self._added_in_total += added
         return added
+
+    def record_prefixes(self, prefixes: dict[str, str]) -> None:
+        """Remember a document's ``@prefix`` declarations (prefix -> namespace IRI) for the
+        graph; written by :meth:`finish`. A prefix declared again with another namespace
+        takes the later one."""
+        self._prefixes.update(prefixes)
+
+    def finish(self) -> int:
+        """Drain the writer, store the recorded prefixes and, if this import added any
+        triple, move the graph to :attr:`revision`; returns the graph's revision now.
+        Called just before commit."""
+        self.added()
+        if self._prefixes:
+            graph = Graph.id == self.graph_id
+            stored = self._connection.execute(select(Graph.prefixes).where(graph)).scalar()
+            prefixes = {**(json.loads(stored) if stored else {}), **self._prefixes}
+            self._connection.execute(
+                update(Graph).where(graph).values(prefixes=json.dumps(prefixes, sort_keys=True))
+            )
+        if self._added_in_total:
+            self._connection.execute(
+                update(Graph).where(Graph.id == self.graph_id).values(revision=self.revision)
+            )
+            self.graph_revision = self.revision
+        return self.graph_revision
 
     def close(self) -> None:
         """Stop the writer after its current batch. Called before commit or rollback; on
@@ -281,6 +324,6 @@ class ImportTransaction:
                 base=base,
                 triples=triples,
                 added=added,
-                imported_at=datetime.now(timezone.utc),
+                imported_at=datetime.now(UTC),
             )
         )

@@ -1,9 +1,9 @@
 """Alembic, driven from Python: locate the migrations, upgrade, check a schema.
 
 The Alembic configuration is built in code (no ``alembic.ini`` lookup relative
-to the working directory), so ``kgserver db upgrade`` works from any directory,
-from a source checkout with an editable install, and from an installed wheel
-that ships the migrations as the ``kgserver_migrations`` package.
+to the working directory), so ``kgserver db upgrade`` works from any directory.
+The migrations are the ``kgserver_migrations`` package (the source tree's
+``migrations/``), in an editable install and in a wheel alike.
 
 Opening a store only needs to know whether the database is at the revision this
 code was written for, which one query answers; Alembic itself (a noticeable part
@@ -26,26 +26,23 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_PACKAGE = "kgserver_migrations"
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 """The Alembic head revision the models in ``kgserver.store.models`` correspond to."""
 
 
 def migrations_dir() -> Path:
-    """The directory holding ``env.py`` and ``versions/``.
+    """The directory holding ``env.py`` and ``versions/``: the ``kgserver_migrations`` package.
 
-    An installed ``kgserver_migrations`` package wins; otherwise the source tree's
-    ``migrations/`` next to the ``kgserver`` package (checkout or editable install).
+    The source tree's ``migrations/`` is that package (``pyproject.toml`` maps it), in
+    a wheel and in an editable install alike.
     """
     spec = importlib.util.find_spec(MIGRATIONS_PACKAGE)
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    source_tree = Path(__file__).resolve().parents[2] / "migrations"
-    if (source_tree / "env.py").is_file():
-        return source_tree
-    raise ConfigurationError(
-        f"kgserver's database migrations are missing: neither the {MIGRATIONS_PACKAGE!r} "
-        f"package is installed nor {source_tree} exists; reinstall kgserver"
-    )
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            f"kgserver's database migrations are missing: the {MIGRATIONS_PACKAGE!r} package "
+            "is not installed; reinstall kgserver"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     SmallInteger,
@@ -43,6 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 TermIdType = BigInteger().with_variant(Integer(), "sqlite")
 
 DEFAULT_CONTEXT = 0
+"""``triples.context`` of a statement in the default graph (no term has id 0)."""
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
 
@@ -59,6 +61,10 @@ class Graph(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Incremented by every import that adds triples, in that import's transaction.
+    revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The @prefix declarations of imported Turtle/TriG, a JSON object prefix -> namespace.
+    prefixes: Mapped[str | None] = mapped_column(Text)
 
 
 class Term(Base):
@@ -95,7 +101,10 @@ class Triple(Base):
     """One statement of a graph, with the split (0 train, 1 valid, 2 test) if any."""
 
     __tablename__ = "triples"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = (
+        Index("ix_triples_graph_revision", "graph_id", "revision"),
+        {"sqlite_with_rowid": False},
+    )
 
     graph_id: Mapped[int] = mapped_column(
         ForeignKey("graphs.id", ondelete="CASCADE"), primary_key=True
@@ -105,6 +114,8 @@ class Triple(Base):
     tail: Mapped[int] = mapped_column(TermIdType, primary_key=True)
     context: Mapped[int] = mapped_column(TermIdType, primary_key=True)
     split: Mapped[int | None] = mapped_column(SmallInteger)
+    # The graph revision whose import added this row (see ``Graph.revision``).
+    revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class ImportRecord(Base):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
 from kgserver.errors import GraphNotFound
-from kgserver.store.bulk import PG_WRITE_LOCK, ImportTransaction
+from kgserver.store.bulk import ImportTransaction
+from kgserver.store.engine import redacted, write_transaction
 from kgserver.store.models import SPLIT_NAMES, Graph, ImportRecord, Relation, Term, Triple
-from kgserver.store.terms import RDFS_LABEL, Term as StoredTerm, TermKind, read_value, term_key
+from kgserver.store.terms import RDFS_LABEL, TermKind, read_value, term_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +38,8 @@ class StoredGraph:
     relations: list[str]
     triples: np.ndarray
     splits: np.ndarray
+    revision: int = 0
+    """The graph revision these arrays were read at (see :meth:`Store.revision`)."""
 
 
 @dataclass
@@ -81,14 +85,9 @@ class Store:
         self.engine = engine
 
     @property
-    def backend(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self.engine.dialect.name
-
-    @property
     def url(self) -> str:
         """The database URL, password hidden."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return redacted(self.engine)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -104,52 +103,44 @@ class Store:
 
     @contextmanager
     def import_transaction(self, graph: str) -> Iterator[ImportTransaction]:
-        """One write transaction for an import: committed on success, rolled back on error."""
-        with self.engine.connect() as connection:
-            connection.execution_options(sqlite_immediate=True)
-            with connection.begin():
-                transaction = ImportTransaction(connection, graph)
-                try:
-                    yield transaction
-                    transaction.added()  # surface any write error before committing
-                finally:
-                    transaction.close()
+        """One write transaction for an import: committed on success, rolled back on error.
+
+        Waits for another writer's lock at most ``KGSERVER_LOCK_TIMEOUT`` seconds
+        (:class:`~kgserver.errors.StoreLocked`)."""
+        with write_transaction(self.engine, f"importing into graph {graph!r}") as connection:
+            transaction = ImportTransaction(connection, graph)
+            try:
+                yield transaction
+                transaction.finish()  # surfaces any write error before committing
+            finally:
+                transaction.close()
 
     def delete_graph(self, name: str) -> DeletedGraph:
         """Remove a graph, its import log, and the terms and relations no other graph uses."""
-        with self.engine.connect() as connection:
-            connection.execution_options(sqlite_immediate=True)
-            with connection.begin():
-                if connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (PG_WRITE_LOCK,))
-                graph_id = _graph_id(connection, name)
-                triples = connection.execute(delete(Triple).where(Triple.graph_id == graph_id)).rowcount
-                sources = connection.execute(
-                    delete(ImportRecord).where(ImportRecord.graph_id == graph_id)
-                ).rowcount
-                connection.execute(delete(Graph).where(Graph.id == graph_id))
-                # Set-wise garbage collection: every term no remaining triple mentions.
-                terms = connection.execute(
-                    text(
-                        "DELETE FROM terms WHERE id IN (SELECT id FROM terms EXCEPT "
-                        "SELECT head FROM triples EXCEPT SELECT tail FROM triples "
-                        "EXCEPT SELECT context FROM triples)"
-                    )
-                ).rowcount
-                relations = connection.execute(
-                    text(
-                        "DELETE FROM relations WHERE id IN (SELECT id FROM relations EXCEPT "
-                        "SELECT relation FROM triples)"
-                    )
-                ).rowcount
+        with write_transaction(self.engine, f"deleting graph {name!r}") as connection:
+            graph_id = _graph_id(connection, name)
+            triples = connection.execute(delete(Triple).where(Triple.graph_id == graph_id)).rowcount
+            sources = connection.execute(
+                delete(ImportRecord).where(ImportRecord.graph_id == graph_id)
+            ).rowcount
+            connection.execute(delete(Graph).where(Graph.id == graph_id))
+            # Set-wise garbage collection: every term no remaining triple mentions.
+            terms = connection.execute(
+                text(
+                    "DELETE FROM terms WHERE id IN (SELECT id FROM terms EXCEPT "
+                    "SELECT head FROM triples EXCEPT SELECT tail FROM triples "
+                    "EXCEPT SELECT context FROM triples)"
+                )
+            ).rowcount
+            relations = connection.execute(
+                text(
+                    "DELETE FROM relations WHERE id IN (SELECT id FROM relations EXCEPT "
+                    "SELECT relation FROM triples)"
+                )
+            ).rowcount
         return DeletedGraph(name, triples, terms, relations, sources)
 
     # -- reading -----------------------------------------------------------------
-
-    def has_graph(self, name: str) -> bool:
-        """Whether a graph of that name exists."""
-        with self.engine.connect() as connection:
-            return connection.execute(select(Graph.id).where(Graph.name == name)).first() is not None
 
     def read_graph(self, name: str, include_literals: bool = False) -> StoredGraph:
         """The graph as index arrays (see :class:`StoredGraph`).
@@ -158,10 +149,41 @@ class Store:
         attribute values take part in link prediction is the caller's choice.
         A statement present in several RDF named graphs is returned once.
         """
+        return self.triples_since(name, 0, include_literals)
+
+    def revision(self, graph: str) -> int:
+        """The graph's revision: 0 when empty, incremented by every import that adds
+        triples (committed with them). One primary-key-sized query: cheap to poll."""
+        with self.engine.connect() as connection:
+            revision = connection.execute(select(Graph.revision).where(Graph.name == graph)).scalar()
+        if revision is None:
+            raise GraphNotFound(graph)
+        return int(revision)
+
+    def triples_since(self, graph: str, revision: int, include_literals: bool = False) -> StoredGraph:
+        """The triples imports added to ``graph`` after ``revision``, as :meth:`read_graph`
+        returns a whole graph (entities and relations are those the new triples use).
+
+        The result's ``revision`` is the graph's revision read first; only triples up
+        to it are returned, so a concurrent import is either wholly in or wholly out.
+        A triple stated again later keeps the revision that first added it.
+        """
         from kgserver.store.arrays import read_arrays  # numpy is needed here only
 
         with self.engine.connect() as connection:
-            return read_arrays(connection, _graph_id(connection, name), include_literals)
+            graph_id = _graph_id(connection, graph)
+            upto = int(
+                connection.execute(select(Graph.revision).where(Graph.id == graph_id)).scalar_one()
+            )
+            return read_arrays(connection, graph_id, include_literals, (revision, upto))
+
+    def prefixes(self, graph: str) -> dict[str, str]:
+        """The ``@prefix`` declarations recorded when Turtle/TriG was imported into ``graph``."""
+        with self.engine.connect() as connection:
+            stored = connection.execute(select(Graph.id, Graph.prefixes).where(Graph.name == graph)).first()
+        if stored is None:
+            raise GraphNotFound(graph)
+        return dict(json.loads(stored.prefixes)) if stored.prefixes else {}
 
     def labels(self, graph: str, iris: Iterable[str] | None = None) -> dict[str, str]:
         """``rdfs:label`` of IRIs in ``graph`` (all labelled IRIs if ``iris`` is None).
@@ -170,33 +192,7 @@ class Store:
         tag, then any other, alphabetically by tag so the choice is stable.
         """
         with self.engine.connect() as connection:
-            graph_id = _graph_id(connection, graph)
-            label_relation = connection.execute(
-                select(Relation.id).where(Relation.key == term_key(TermKind.IRI, RDFS_LABEL))
-            ).scalar()
-            if label_relation is None:
-                return {}
-            head, tail = Term.__table__.alias("head_term"), Term.__table__.alias("tail_term")
-            query = (
-                select(head.c.value, tail.c.value, tail.c.value_escaped, tail.c.lang)
-                .select_from(Triple)
-                .join(head, head.c.id == Triple.head)
-                .join(tail, tail.c.id == Triple.tail)
-                .where(
-                    Triple.graph_id == graph_id,
-                    Triple.relation == label_relation,
-                    head.c.kind == TermKind.IRI,
-                    tail.c.kind == TermKind.LITERAL,
-                )
-            )
-            if iris is None:
-                rows = connection.execute(query).all()
-            else:
-                keys = [term_key(TermKind.IRI, iri) for iri in dict.fromkeys(iris)]
-                rows = []
-                for start in range(0, len(keys), _LOOKUP_CHUNK):
-                    chunk = keys[start : start + _LOOKUP_CHUNK]
-                    rows.extend(connection.execute(query.where(head.c.key.in_(chunk))).all())
+            rows = _label_rows(connection, _graph_id(connection, graph), iris)
         best: dict[str, tuple[tuple[int, str, str], str]] = {}
         for iri, stored_label, escaped, lang in rows:
             label = read_value(stored_label, escaped)
@@ -205,57 +201,25 @@ class Store:
                 best[iri] = (rank, label)
         return {iri: label for iri, (_, label) in best.items()}
 
+    def labels_by_language(self, graph: str) -> dict[str, dict[str, str]]:
+        """Every ``rdfs:label`` of an IRI in ``graph``: IRI -> language tag (``""`` for an
+        untagged label) -> label; of several labels with one tag, the smallest."""
+        with self.engine.connect() as connection:
+            rows = _label_rows(connection, _graph_id(connection, graph))
+        labels: dict[str, dict[str, str]] = {}
+        for iri, stored_label, escaped, lang in rows:
+            label = read_value(stored_label, escaped)
+            by_language = labels.setdefault(iri, {})
+            tag = (lang or "").lower()
+            if tag not in by_language or label < by_language[tag]:
+                by_language[tag] = label
+        return labels
+
     def graphs(self) -> list[GraphInfo]:
         """Every graph with its counts, by name."""
         with self.engine.connect() as connection:
             graphs = connection.execute(select(Graph.id, Graph.name, Graph.created_at).order_by(Graph.name)).all()
             return [_graph_info(connection, *graph) for graph in graphs]
-
-    def graph_info(self, name: str) -> GraphInfo:
-        """The counts of one graph."""
-        with self.engine.connect() as connection:
-            graph = connection.execute(
-                select(Graph.id, Graph.name, Graph.created_at).where(Graph.name == name)
-            ).first()
-            if graph is None:
-                raise GraphNotFound(name)
-            return _graph_info(connection, *graph)
-
-    def quads(self, name: str) -> Iterator[tuple[StoredTerm, str, StoredTerm, StoredTerm | None]]:
-        """Every statement of the graph as (subject, predicate IRI, object, named graph or None)."""
-        head, tail, context = (Term.__table__.alias(alias) for alias in ("h", "o", "c"))
-        query = (
-            select(
-                head.c.kind, head.c.value,
-                Relation.iri,
-                tail.c.kind, tail.c.value, tail.c.value_escaped, tail.c.datatype, tail.c.lang,
-                context.c.kind, context.c.value,
-            )
-            .select_from(Triple)
-            .join(head, head.c.id == Triple.head)
-            .join(tail, tail.c.id == Triple.tail)
-            .join(Relation, Relation.id == Triple.relation)
-            .outerjoin(context, context.c.id == Triple.context)
-        )
-        with self.engine.connect() as connection:
-            graph_id = _graph_id(connection, name)
-            for hk, hv, predicate, tk, tv, escaped, dt, lang, ck, cv in connection.execute(
-                query.where(Triple.graph_id == graph_id)
-            ):
-                yield (
-                    StoredTerm(TermKind(hk), hv),
-                    predicate,
-                    StoredTerm(TermKind(tk), read_value(tv, escaped), dt, lang),
-                    None if ck is None else StoredTerm(TermKind(ck), cv),
-                )
-
-    def table_counts(self) -> dict[str, int]:
-        """Row counts of every table: what "the store is unchanged" is checked against."""
-        with self.engine.connect() as connection:
-            return {
-                model.__tablename__: int(connection.execute(select(func.count()).select_from(model)).scalar_one())
-                for model in (Graph, Term, Relation, Triple, ImportRecord)
-            }
 
 
 def _graph_id(connection: Connection, name: str) -> int:
@@ -263,6 +227,36 @@ def _graph_id(connection: Connection, name: str) -> int:
     if graph_id is None:
         raise GraphNotFound(name)
     return int(graph_id)
+
+
+def _label_rows(connection: Connection, graph_id: int, iris: Iterable[str] | None = None) -> list[Any]:
+    """(IRI, stored label, escaped, language) of every rdfs:label of an IRI in the graph
+    (of the IRIs in ``iris`` only, when given)."""
+    label_relation = connection.execute(
+        select(Relation.id).where(Relation.key == term_key(TermKind.IRI, RDFS_LABEL))
+    ).scalar()
+    if label_relation is None:
+        return []
+    head, tail = Term.__table__.alias("head_term"), Term.__table__.alias("tail_term")
+    query = (
+        select(head.c.value, tail.c.value, tail.c.value_escaped, tail.c.lang)
+        .select_from(Triple)
+        .join(head, head.c.id == Triple.head)
+        .join(tail, tail.c.id == Triple.tail)
+        .where(
+            Triple.graph_id == graph_id,
+            Triple.relation == label_relation,
+            head.c.kind == TermKind.IRI,
+            tail.c.kind == TermKind.LITERAL,
+        )
+    )
+    if iris is None:
+        return list(connection.execute(query).all())
+    keys = [term_key(TermKind.IRI, iri) for iri in dict.fromkeys(iris)]
+    rows: list[Any] = []
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        rows.extend(connection.execute(query.where(head.c.key.in_(keys[start : start + _LOOKUP_CHUNK]))).all())
+    return rows
 
 
 def _language_rank(lang: str | None) -> int:
@@ -289,7 +283,7 @@ def _graph_info(connection: Connection, graph_id: int, name: str, created_at: da
         if literal:
             literal_triples += count
         else:
-            triples[SPLIT_NAMES.get(split, "none")] += count
+            triples["none" if split is None else SPLIT_NAMES[split]] += count
 
     entity_triples = (
         select(Triple.head, Triple.tail, Triple.relation)
@@ -308,7 +302,7 @@ def _graph_info(connection: Connection, graph_id: int, name: str, created_at: da
     return GraphInfo(
         name=name,
         # SQLite keeps no time zone; every timestamp kgserver writes is UTC.
-        created_at=created_at if created_at.tzinfo else created_at.replace(tzinfo=timezone.utc),
+        created_at=created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC),
         entities=int(entities),
         relations=int(relations),
         triples=triples,

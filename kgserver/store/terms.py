@@ -1,5 +1,6 @@
-"""RDF terms as the store keeps them: a kind, a lexical value and, for literals,
-a datatype IRI and a language tag.
+"""RDF terms as the store keeps them (the ``terms`` table, model
+:class:`kgserver.store.models.Term`): a kind, a lexical value and, for literals, a
+datatype IRI and a language tag.
 
 Every term also has a 16-byte ``key`` (a BLAKE2b digest of all four parts). The
 database enforces uniqueness on the key rather than on the value because a btree
@@ -12,10 +13,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from typing import NamedTuple
 
 XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
-RDF_LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
 RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
 
 
@@ -25,19 +24,6 @@ class TermKind(enum.IntEnum):
     IRI = 0
     BLANK = 1
     LITERAL = 2
-
-
-class Term(NamedTuple):
-    """One stored term; ``datatype`` and ``lang`` are set for literals only."""
-
-    kind: TermKind
-    value: str
-    datatype: str | None = None
-    lang: str | None = None
-
-    def render(self) -> str:
-        """The term as a string: an IRI as is, ``_:label``, or an N-Triples literal."""
-        return render(self.kind, self.value, self.datatype, self.lang)
 
 
 def store_value(value: str) -> tuple[str, bool]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from kgserver.config import home
 from kgserver.errors import TrackingUnavailable
@@ -34,11 +35,21 @@ CHECK_TIMEOUT_SECONDS = 15  # a refused connection fails at once; this bounds a 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 # kgserver does not report usage to MLflow's telemetry service on a user's behalf, and
-# its downloads are small: keep MLflow quiet unless the user asked otherwise.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# its downloads are small: MLflow stays quiet unless the user set these otherwise.
+MLFLOW_SETTINGS = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 _env_lock = threading.Lock()
+
+
+def configure_mlflow() -> None:
+    """Apply kgserver's MLflow settings (``MLFLOW_SETTINGS``) where the user has not set them.
+
+    MLflow reads them from the environment, telemetry once when ``mlflow`` is first
+    imported, so every kgserver path into MLflow calls this before importing it:
+    :func:`client_for`, :func:`~kgserver.tracking.refs.registry_errors` and ``kgserver ui``.
+    """
+    for key, value in MLFLOW_SETTINGS.items():
+        os.environ.setdefault(key, value)
 
 
 def embedded_tracking_uri() -> str:
@@ -61,7 +72,7 @@ def is_embedded(uri: str) -> bool:
     return uri == embedded_tracking_uri()
 
 
-def connect(tracking_uri: str | None = None) -> "MlflowClient":
+def connect(tracking_uri: str | None = None) -> MlflowClient:
     """A client for the resolved store, after checking that the store answers."""
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
@@ -69,8 +80,9 @@ def connect(tracking_uri: str | None = None) -> "MlflowClient":
 
 
 @lru_cache(maxsize=16)
-def client_for(uri: str) -> "MlflowClient":
+def client_for(uri: str) -> MlflowClient:
     """One client per URI (MLflow builds a store per client; serving polls often)."""
+    configure_mlflow()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -5,11 +5,12 @@ Everything here returns plain dicts (JSON-ready); the CLI decides how to print t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from kgserver.errors import ModelNotFound
-from kgserver.tracking.refs import parse_ref, registry_errors
+from kgserver.tracking.refs import check_alias, parse_ref, registry_errors
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,7 +31,7 @@ SUMMARY_METRICS = (
 )
 
 
-def list_models(client: "MlflowClient") -> list[dict[str, Any]]:
+def list_models(client: MlflowClient) -> list[dict[str, Any]]:
     """Every registered model with its versions (newest first), aliases and test MRR."""
     models = []
     for registered in _pages(lambda token: client.search_registered_models(max_results=200, page_token=token)):
@@ -47,7 +48,7 @@ def list_models(client: "MlflowClient") -> list[dict[str, Any]]:
     return sorted(models, key=lambda model: model["name"])
 
 
-def show(client: "MlflowClient", ref: str) -> dict[str, Any]:
+def show(client: MlflowClient, ref: str) -> dict[str, Any]:
     """One version (``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION``) with its run's metrics, params and tags.
 
     A bare ``NAME`` shows its newest version.
@@ -73,8 +74,13 @@ def show(client: "MlflowClient", ref: str) -> dict[str, Any]:
     return detail
 
 
-def promote(client: "MlflowClient", name: str, version: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
-    """Point ``name@alias`` at ``version``; returns the version it pointed at before (if any)."""
+def promote(client: MlflowClient, name: str, version: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+    """Point ``name@alias`` at ``version``; returns the version it pointed at before (if any).
+
+    An alias MLflow would refuse is a :class:`~kgserver.errors.ConfigurationError` naming it
+    (MLflow's own refusal would read as "not found").
+    """
+    check_alias(alias)
     if not version.isdigit():
         raise ModelNotFound(f"model version must be a number, got {version!r}")
     with registry_errors(f"{name}/{version}"):
@@ -84,7 +90,7 @@ def promote(client: "MlflowClient", name: str, version: str, alias: str = DEFAUL
     return {"name": name, "alias": alias, "version": version, "previous": str(previous) if previous else None}
 
 
-def compare(client: "MlflowClient", name: str) -> dict[str, Any]:
+def compare(client: MlflowClient, name: str) -> dict[str, Any]:
     """All versions of ``name`` side by side: summary metrics and every run parameter."""
     with registry_errors(name):
         aliases = client.get_registered_model(name).aliases
@@ -107,7 +113,7 @@ def compare(client: "MlflowClient", name: str) -> dict[str, Any]:
     return {"name": name, "versions": columns, "params": param_keys, "differing_params": differing}
 
 
-def _find_version(client: "MlflowClient", ref: str) -> "ModelVersion":
+def _find_version(client: MlflowClient, ref: str) -> ModelVersion:
     if "@" not in ref and "/" not in ref:
         versions = _versions(client, ref)
         if not versions:
@@ -121,7 +127,7 @@ def _find_version(client: "MlflowClient", ref: str) -> "ModelVersion":
     raise ModelNotFound(f"{ref!r} is not a registered model reference (NAME, NAME@ALIAS or NAME/VERSION)")
 
 
-def _version_summary(version: "ModelVersion", aliases: dict[str, Any]) -> dict[str, Any]:
+def _version_summary(version: ModelVersion, aliases: dict[str, Any]) -> dict[str, Any]:
     """The version's list-row; ``aliases`` is the registered model's alias -> version map
     (MLflow's version search leaves a version's own alias list empty)."""
     test_mrr = version.tags.get("test_mrr")
@@ -132,13 +138,13 @@ def _version_summary(version: "ModelVersion", aliases: dict[str, Any]) -> dict[s
         "graph": version.tags.get("graph"),
         "model_type": version.tags.get("model_type"),
         "run_id": version.run_id,
-        "created": datetime.fromtimestamp(version.creation_timestamp / 1000, tz=timezone.utc).isoformat(
+        "created": datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC).isoformat(
             timespec="seconds"
         ),
     }
 
 
-def _versions(client: "MlflowClient", name: str) -> list["ModelVersion"]:
+def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     quoted = name.replace("\\", "\\\\").replace("'", "\\'")
     return list(
         _pages(lambda token: client.search_model_versions(f"name = '{quoted}'", max_results=200, page_token=token))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 VALID_CURVES = ("valid_mrr", "valid_hits_at_1", "valid_hits_at_3", "valid_hits_at_10")
 

@@ -10,17 +10,24 @@ artifact itself (a models-from-code file would be).
 ``predict`` takes a DataFrame of ``head`` and ``relation`` IRIs (and optionally a
 per-row ``k``) and answers one row per predicted tail: ``head, relation, rank, tail,
 score``, best first. ``k`` defaults to the ``k`` parameter (10).
+
+:func:`save_pyfunc` writes such a model around a bundle (what a tracked run logs).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kgserver.errors import UnknownEntity, UnknownRelation
+import kgserver
+from kgserver.graph.vocabulary import Vocabulary
+from kgserver.registry import KGModel
 from kgserver.tracking.bundle import LoadedModel, load_bundle
+from kgserver.tracking.refs import BUNDLE_SUBPATH
 
 DEFAULT_K = 10
 
@@ -56,15 +63,14 @@ class TopTails:
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
-        self.entity_ids = {iri: i for i, iri in enumerate(loaded.entities)}
-        self.relation_ids = {iri: i for i, iri in enumerate(loaded.relations)}
+        self.vocabulary = Vocabulary(loaded.entities, loaded.relations)
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
         default_k = int((params or {}).get("k", DEFAULT_K))
-        heads = [self._entity(iri) for iri in model_input["head"]]
-        relations = [self._relation(iri) for iri in model_input["relation"]]
+        heads = self.vocabulary.entity_ids(list(model_input["head"]))
+        relations = self.vocabulary.relation_ids(list(model_input["relation"]))
         if "k" in model_input.columns:
             ks = [default_k if pd.isna(k) else int(k) for k in model_input["k"]]
         else:
@@ -82,23 +88,45 @@ class TopTails:
                             "head": head,
                             "relation": relation,
                             "rank": rank + 1,
-                            "tail": self.loaded.entities[int(top.indices[row, rank])],
+                            "tail": self.vocabulary.entities[int(top.indices[row, rank])],
                             "score": float(top.values[row, rank]),
                         }
                     )
         return pd.DataFrame(rows, columns=["head", "relation", "rank", "tail", "score"])
 
-    def _entity(self, iri: str) -> int:
-        if iri not in self.entity_ids:
-            raise UnknownEntity(iri)
-        return self.entity_ids[iri]
-
-    def _relation(self, iri: str) -> int:
-        if iri not in self.relation_ids:
-            raise UnknownRelation(iri)
-        return self.relation_ids[iri]
-
 
 def _load_pyfunc(data_path: str) -> TopTails:
     """MLflow's loader-module hook: ``data_path`` is the model's bundle directory."""
     return TopTails(load_bundle(Path(data_path)))
+
+
+def save_pyfunc(path: Path, bundle: Path, model: KGModel) -> Path:
+    """Write the MLflow pyfunc model (loader-module flavor: this module) whose data is the bundle."""
+    import mlflow
+
+    with warnings.catch_warnings():
+        # MLflow asks for an input example; the explicit signature documents the input instead.
+        warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
+        mlflow.pyfunc.save_model(
+            str(path),
+            loader_module=__name__,
+            data_path=str(bundle),
+            signature=signature(),
+            pip_requirements=_requirements(model),
+        )
+    if not (path / BUNDLE_SUBPATH).is_dir():
+        raise RuntimeError(f"MLflow placed the bundle elsewhere than {BUNDLE_SUBPATH} in {path}")
+    return path
+
+
+def _requirements(model: KGModel) -> list[str]:
+    """Pins for the environment that loads the pyfunc: kgserver, the plugin's package, torch, dgl."""
+    import dgl
+
+    pins = [f"kgserver=={kgserver.__version__}"]
+    top_level = type(model).__module__.split(".", 1)[0]
+    for distribution in importlib.metadata.packages_distributions().get(top_level, []):
+        if distribution != "kgserver":
+            pins.append(f"{distribution}=={importlib.metadata.version(distribution)}")
+    pins += [f"torch=={torch.__version__.split('+', 1)[0]}", f"dgl=={dgl.__version__}"]
+    return pins

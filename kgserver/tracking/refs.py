@@ -5,18 +5,27 @@
 :func:`fetch_bundle` downloads exactly that version's bundle; the two are separate so
 a loader resolves first and then downloads the version it resolved, never a version
 an alias was moved to in between.
+
+Names and aliases are checked before they are written (:func:`check_model_name`,
+:func:`check_alias`) against what both the MLflow registry and this reference syntax
+accept: a registered model name is letters, digits, ``_``, ``.`` and ``-``, starting
+with a letter, digit or ``_``, at most 256 characters (no ``@``, ``/`` or ``:``, which
+would make ``NAME@ALIAS`` and ``NAME/VERSION`` ambiguous or which MLflow refuses); an
+alias is letters, digits, ``_`` and ``-``, at most 255 characters, and neither
+``latest`` nor ``v`` followed by digits (MLflow reserves those).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import TYPE_CHECKING, Literal
 
-from kgserver.errors import ModelNotFound, TrackingUnavailable
-from kgserver.tracking.backend import client_for, fail_fast, resolve_tracking_uri
+from kgserver.errors import ConfigurationError, ModelNotFound, TrackingUnavailable
+from kgserver.tracking.backend import client_for, configure_mlflow, fail_fast, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -28,6 +37,9 @@ _ALIAS = re.compile(r"^(?P<name>[^@/]+)@(?P<alias>[^@/]+)$")
 _VERSION = re.compile(r"^(?P<name>[^@/]+)/(?P<version>[0-9]+)$")
 _RUN = re.compile(r"^runs:/(?P<run_id>[^/]+)(?:/(?P<path>.+?))?/?$")
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+MODEL_NAME = re.compile(r"^\w[\w.-]{0,255}$")
+ALIAS = re.compile(r"^[\w-]{1,255}$")
+_RESERVED_ALIAS = re.compile(r"^(latest|[vV][0-9]+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,30 @@ def parse_ref(ref: str) -> ModelRef:
     if not text:
         raise ModelNotFound("empty model reference; use NAME@ALIAS, NAME/VERSION, runs:/RUN_ID/model or a bundle path")
     return ModelRef("local", text, path=text)
+
+
+def check_model_name(name: str, label: str = "registered model name") -> str:
+    """``name`` if the registry and ``NAME@ALIAS``/``NAME/VERSION`` can both hold it, else
+    :class:`~kgserver.errors.ConfigurationError` naming ``label`` (the option it came from)."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"{label} {name!r} cannot name a registered model: use letters, digits, '_', '.' and '-' "
+            "(starting with a letter, digit or '_', at most 256 characters) so that NAME@ALIAS and "
+            "NAME/VERSION stay unambiguous"
+        )
+    return name
+
+
+def check_alias(alias: str, label: str = "alias") -> str:
+    """``alias`` if MLflow accepts it as a registered model alias, else a
+    :class:`~kgserver.errors.ConfigurationError` naming ``label``."""
+    if not ALIAS.fullmatch(alias):
+        raise ConfigurationError(
+            f"{label} {alias!r} is not a valid alias: use letters, digits, '_' and '-' (at most 255 characters)"
+        )
+    if _RESERVED_ALIAS.fullmatch(alias):
+        raise ConfigurationError(f"{label} {alias!r} is reserved by MLflow ('latest' and v<number> name versions)")
+    return alias
 
 
 def resolve(ref: str, tracking_uri: str | None = None) -> str:
@@ -101,7 +137,7 @@ def fetch_bundle(version: str, destination: Path, tracking_uri: str | None = Non
         return Path(_download(f"{location.rstrip('/')}/{BUNDLE_SUBPATH}", destination, uri))
 
 
-def _logged_model_location(client: "MlflowClient", run_id: str, name: str) -> str:
+def _logged_model_location(client: MlflowClient, run_id: str, name: str) -> str:
     """Artifact location of the model ``name`` logged by run ``run_id``.
 
     Looked up here rather than through a ``runs:/`` download, which MLflow resolves
@@ -137,6 +173,7 @@ def registry_errors(ref: str, fast: bool = True) -> Iterator[None]:
     ``fast`` (for quick registry look-ups, not downloads) turns off MLflow's HTTP retries
     so a poller learns within seconds that the server is gone.
     """
+    configure_mlflow()
     from mlflow.exceptions import MlflowException
 
     try:

@@ -8,33 +8,44 @@ The ``kgserver train`` command drives it like this::
         run.finish(result)                      # metrics, artifacts, registered version
     print(run.registered_version)               # e.g. "codex-compgcn/3"
 
-:meth:`TrainingRun.start` checks that the tracking store answers before it returns,
-so a down server fails the command before the first epoch. Without tracking,
+:meth:`TrainingRun.start` checks the registered model name and that the tracking store
+answers before it returns, so a bad name or a down server fails the command before the
+first epoch. A store that stops accepting writes later is one
+:class:`~kgserver.errors.TrackingUnavailable`; the run is then ended as FAILED if the
+store takes that write, and the error says so if it does not. Without tracking,
 :func:`save_untracked` writes the same bundle under ``$KGSERVER_HOME/models``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import logging
 import re
 import tempfile
 import time
-import warnings
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kgserver
 from kgserver.config import home
+from kgserver.errors import TrackingUnavailable
 from kgserver.graph.snapshot import Snapshot
 from kgserver.registry import KGModel
-from kgserver.tracking.backend import connect, embedded_artifact_root, is_embedded, resolve_tracking_uri
+from kgserver.tracking.backend import (
+    connect,
+    embedded_artifact_root,
+    fail_fast,
+    is_embedded,
+    resolve_tracking_uri,
+)
 from kgserver.tracking.bundle import CONFIG, save_bundle
 from kgserver.tracking.curves import plot_training_curves
-from kgserver.tracking.refs import BUNDLE_SUBPATH, MODEL_ARTIFACT
+from kgserver.tracking.pyfunc import save_pyfunc
+from kgserver.tracking.refs import MODEL_ARTIFACT, check_model_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,7 +54,16 @@ log = logging.getLogger(__name__)
 
 CURVES_ARTIFACT = "training_curves.png"
 UNTRACKED_DIR = "models"
-VERSION_TAGS = ("graph", "model_type", "test_mrr")
+
+T = TypeVar("T")
+
+
+def registered_model_name(register_as: str | None, graph: str, model_type: str) -> str:
+    """``--register-as``, else ``GRAPH-MODEL``, checked (:func:`~kgserver.tracking.refs.check_model_name`)
+    so that a name the registry or ``NAME@ALIAS`` cannot hold fails before training, naming the option."""
+    if register_as is not None:
+        return check_model_name(register_as, "--register-as")
+    return check_model_name(f"{graph}-{model_type}", "--register-as (default GRAPH-MODEL)")
 
 
 class TrainingRun:
@@ -51,7 +71,7 @@ class TrainingRun:
 
     def __init__(
         self,
-        client: "MlflowClient",
+        client: MlflowClient,
         tracking_uri: str,
         experiment_id: str,
         run_id: str,
@@ -79,19 +99,21 @@ class TrainingRun:
         tracking_uri: str | None = None,
         register_as: str | None = None,
         run_name: str | None = None,
-    ) -> "TrainingRun":
+    ) -> TrainingRun:
         """Open a run in the experiment named after the graph; log parameters and tags.
 
-        Raises :class:`~kgserver.errors.TrackingUnavailable` within seconds if the
-        tracking store does not answer.
+        Raises :class:`~kgserver.errors.ConfigurationError` for a registered model name
+        the registry cannot hold and :class:`~kgserver.errors.TrackingUnavailable` within
+        seconds if the tracking store does not answer.
         """
         import dgl
         import torch
-        from mlflow.entities import Param
 
+        model_type = type(model).name
+        name = registered_model_name(register_as, snapshot.name, model_type)
         uri = resolve_tracking_uri(tracking_uri)
         client = connect(uri)
-        model_type = type(model).name
+        from mlflow.entities import Param
         experiment_id = _experiment_id(client, uri, snapshot.name)
         tags = {
             **_graph_tags(snapshot),
@@ -102,7 +124,7 @@ class TrainingRun:
         }
         # MLflow's random run names come from the seeded ``random`` module, so runs started
         # with the same seed would share one; name them after the model and the time instead
-        run_name = run_name or f"{model_type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        run_name = run_name or f"{model_type}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         params = {"model_type": model_type, **model.hparams.to_dict()}
         params.update({f"train.{key}": value for key, value in _as_dict(train_config).items()})
@@ -118,12 +140,31 @@ class TrainingRun:
             run.info.run_id,
             model_type,
             snapshot,
-            register_as or f"{snapshot.name}-{model_type}",
+            name,
         )
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Log one epoch's loss and validation metrics at step ``epoch``."""
         self._log_metrics(metrics, step=epoch)
+
+    def _write(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One MLflow write; a store that refuses it is a :class:`TrackingUnavailable`."""
+        with self._store_errors():
+            return call(*args, **kwargs)
+
+    @contextmanager
+    def _store_errors(self) -> Iterator[None]:
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with _store_tracebacks_muted():
+                yield
+        except (MlflowException, SQLAlchemyError, OSError) as error:
+            raise TrackingUnavailable(
+                f"MLflow tracking at {self.tracking_uri} stopped accepting writes during run {self.run_id} "
+                f"({_first_line(error)}); nothing was registered"
+            ) from error
 
     def finish(self, result: Any) -> str:
         """Log final metrics, curves, config and model; register the model version.
@@ -146,8 +187,9 @@ class TrainingRun:
             if getattr(result, key, None) is not None
         }
         if outcome:
-            self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in outcome.items()])
-        logged = self.client.create_logged_model(
+            self._write(self.client.log_batch, self.run_id, tags=[RunTag(key, value) for key, value in outcome.items()])
+        logged = self._write(
+            self.client.create_logged_model,
             self.experiment_id,
             name=MODEL_ARTIFACT,
             source_run_id=self.run_id,
@@ -160,32 +202,56 @@ class TrainingRun:
             with tempfile.TemporaryDirectory(prefix="kgserver-run-") as scratch:
                 work = Path(scratch)
                 bundle = save_bundle(work / "bundle", result.model, self.snapshot)
-                self.client.log_artifact(self.run_id, str(bundle / CONFIG))
+                self._write(self.client.log_artifact, self.run_id, str(bundle / CONFIG))
                 curves = plot_training_curves(
                     history, work / CURVES_ARTIFACT, f"{self.register_as} on {self.snapshot.name}"
                 )
-                self.client.log_artifact(self.run_id, str(curves))
-                model_dir = _save_pyfunc(work / MODEL_ARTIFACT, bundle, result.model)
-                self.client.log_model_artifacts(logged.model_id, str(model_dir))
-            self.client.finalize_logged_model(logged.model_id, "READY")
+                self._write(self.client.log_artifact, self.run_id, str(curves))
+                model_dir = save_pyfunc(work / MODEL_ARTIFACT, bundle, result.model)
+                self._write(self.client.log_model_artifacts, logged.model_id, str(model_dir))
+            self._write(self.client.finalize_logged_model, logged.model_id, "READY")
         except BaseException:
-            self.client.finalize_logged_model(logged.model_id, "FAILED")
+            self._end_quietly(self.client.finalize_logged_model, logged.model_id, "FAILED")
             raise
-        version = self._register(metrics["test_mrr"], logged.artifact_location)
+        with self._store_errors():
+            version = self._register(metrics["test_mrr"], logged.artifact_location)
         self.registered_version = f"{self.register_as}/{version}"
         return self.registered_version
 
-    def __enter__(self) -> "TrainingRun":
+    def __enter__(self) -> TrainingRun:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        """End the run FINISHED, KILLED (interrupted) or FAILED, as far as the store allows.
+
+        A store that refuses this last write never hides the error that ended the
+        training: when that error was the store's too, the one error says the run
+        stays RUNNING; otherwise a warning does.
+        """
         if kind is None:
             status = "FINISHED"
         elif issubclass(kind, KeyboardInterrupt):
             status = "KILLED"
         else:
             status = "FAILED"
-        self.client.set_terminated(self.run_id, status=status)
+        refusal = self._end_quietly(self.client.set_terminated, self.run_id, status=status)
+        if refusal is None:
+            return
+        left = f"MLflow run {self.run_id} could not be marked {status} and stays RUNNING ({refusal})"
+        if error is None:
+            raise TrackingUnavailable(f"training finished but {left}")
+        if isinstance(error, TrackingUnavailable):
+            raise TrackingUnavailable(f"{error}; {left}") from error
+        log.warning("%s", left)
+
+    def _end_quietly(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:
+        """Make a closing write; return why the store refused it (None: it was written)."""
+        try:
+            with fail_fast(), _store_tracebacks_muted():
+                call(*args, **kwargs)
+        except Exception as refusal:  # the caller reports it; the error that ended the run comes first
+            return _first_line(refusal)
+        return None
 
     def _log_metrics(self, metrics: Mapping[str, Any], step: int, model_id: str | None = None) -> None:
         from mlflow.entities import Metric
@@ -197,7 +263,7 @@ class TrainingRun:
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         ]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self._write(self.client.log_batch, self.run_id, metrics=batch)
 
     def _register(self, test_mrr: float, source: str) -> str:
         """Create the model version from the logged model's artifacts.
@@ -229,7 +295,7 @@ class TrainingRun:
 
 def save_untracked(model: KGModel, snapshot: Snapshot, name: str) -> Path:
     """Save a bundle under ``$KGSERVER_HOME/models/NAME/<UTC time>`` (for ``--no-tracking``)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     parent = home() / UNTRACKED_DIR / _slug(name)
     target = parent / stamp
     suffix = 1
@@ -239,42 +305,7 @@ def save_untracked(model: KGModel, snapshot: Snapshot, name: str) -> Path:
     return save_bundle(target, model, snapshot)
 
 
-def _save_pyfunc(path: Path, bundle: Path, model: KGModel) -> Path:
-    """Write the MLflow pyfunc model (loader-module flavor) whose data is the bundle."""
-    import mlflow
-
-    from kgserver.tracking import pyfunc
-
-    with warnings.catch_warnings():
-        # MLflow asks for an input example; the explicit signature documents the input instead.
-        warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
-        mlflow.pyfunc.save_model(
-            str(path),
-            loader_module=pyfunc.__name__,
-            data_path=str(bundle),
-            signature=pyfunc.signature(),
-            pip_requirements=_requirements(model),
-        )
-    if not (path / BUNDLE_SUBPATH).is_dir():
-        raise RuntimeError(f"MLflow placed the bundle elsewhere than {BUNDLE_SUBPATH} in {path}")
-    return path
-
-
-def _requirements(model: KGModel) -> list[str]:
-    """Pins for the environment that loads the pyfunc: kgserver, the plugin's package, torch, dgl."""
-    import dgl
-    import torch
-
-    pins = [f"kgserver=={kgserver.__version__}"]
-    top_level = type(model).__module__.split(".", 1)[0]
-    for distribution in importlib.metadata.packages_distributions().get(top_level, []):
-        if distribution != "kgserver":
-            pins.append(f"{distribution}=={importlib.metadata.version(distribution)}")
-    pins += [f"torch=={torch.__version__.split('+', 1)[0]}", f"dgl=={dgl.__version__}"]
-    return pins
-
-
-def _experiment_id(client: "MlflowClient", uri: str, name: str) -> str:
+def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
     """The experiment named after the graph, created on first use.
 
     On the embedded store kgserver places artifacts under ``$KGSERVER_HOME/mlartifacts``
@@ -308,6 +339,31 @@ def _as_dict(config: Any) -> dict[str, Any]:
 
 def _param_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+# MLflow's SQL store logs a traceback for each database error before raising it; the
+# raised error, translated once, is what kgserver reports.
+_MLFLOW_STORE_LOGGER = "mlflow.store.db.utils"
+
+
+@contextmanager
+def _store_tracebacks_muted() -> Iterator[None]:
+    """Drop MLflow's logged tracebacks of store errors for the block (the errors still raise)."""
+    logger = logging.getLogger(_MLFLOW_STORE_LOGGER)
+    logger.addFilter(_without_traceback)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    return record.exc_info is None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _slug(name: str) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from torch import nn
-
 from kgserver.errors import ConfigurationError
+from kgserver.registry import KGModel
 
 Mode = Literal["auto", "full", "sampled"]
 MODES = ("auto", "full", "sampled")
@@ -104,7 +103,7 @@ class TrainResult:
     and on evaluation epochs ``valid_mrr`` and ``valid_hits_at_{1,3,10}``.
     """
 
-    model: nn.Module
+    model: KGModel
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0

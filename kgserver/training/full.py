@@ -5,19 +5,24 @@ and ``(t, r + R, ?) -> h``, so one decoder learns tail and head prediction.
 The 1-N source groups them by ``(subject, relation)`` with every true object
 as a multi-hot target (LCWA); the negatives source takes single triples and
 uniformly sampled corrupt tails. Data order comes from the seeded generator.
+
+Under data-parallel training every rank draws the same order (same seed) and
+scores its slice of each batch (``rank`` of ``world_size``), so all ranks
+together take one step over the same global batch as a single process would.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import dgl
 import torch
 from torch import Tensor
 
-from kgserver.evaluation import AnswerIndex
+from kgserver.graph.index import TripleIndex
 from kgserver.registry import KGModel
 from kgserver.training.losses import Objective, negatives_loss, one_to_n_loss
+from kgserver.training.step import Step, shard_of
 
 
 class FullGraphOneToN:
@@ -32,20 +37,31 @@ class FullGraphOneToN:
         batch_size: int,
         objective: Objective,
         generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.model, self.graph = model, graph
         self.batch_size, self.objective, self.generator = batch_size, objective, generator
-        self.answers = AnswerIndex(train.to(graph.device), model.num_relations)
+        self.rank, self.world_size = rank, world_size
+        self.answers = TripleIndex.build(train.to(graph.device), model.num_relations)
         self.subjects, self.relations = self.answers.queries()
 
-    def batches(self) -> Iterator[tuple[Tensor, int]]:
-        """One epoch: ``(loss, number of queries)`` per batch, in a seeded random order."""
-        order = torch.randperm(len(self.answers), generator=self.generator).to(self.graph.device)
-        for ids in order.split(self.batch_size):
+    def batches(self) -> Iterator[Step]:
+        """One epoch: this rank's share of each batch, in a seeded random order."""
+        order = torch.randperm(self.answers.num_queries, generator=self.generator).to(self.graph.device)
+        for batch in order.split(self.batch_size):
+            ids = shard_of(batch, self.rank, self.world_size)
+            rows, objects = self.answers.answers_of(ids)
+            weight = self.objective.normaliser(len(ids), len(rows))
+            yield Step(len(ids), weight, self._loss(ids, rows, objects) if len(ids) else None)
+
+    def _loss(self, ids: Tensor, rows: Tensor, objects: Tensor) -> Callable[[], Tensor]:
+        def loss() -> Tensor:
             entity_emb, relation_emb = self.model.encode(self.graph)
             logits = self.model.score(entity_emb[self.subjects[ids]], relation_emb[self.relations[ids]], entity_emb)
-            rows, objects = self.answers.answers_of(ids)
-            yield one_to_n_loss(self.objective, logits, rows, objects), len(ids)
+            return one_to_n_loss(self.objective, logits, rows, objects)
+
+        return loss
 
 
 class FullGraphNegatives:
@@ -61,31 +77,45 @@ class FullGraphNegatives:
         num_negatives: int,
         objective: Objective,
         generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be positive, got {num_negatives}")
         self.model, self.graph = model, graph
         self.batch_size, self.num_negatives = batch_size, num_negatives
         self.objective, self.generator = objective, generator
+        self.rank, self.world_size = rank, world_size
         heads, rels, tails = train.to(graph.device).long().unbind(1)
         self.subjects = torch.cat([heads, tails])
         self.relations = torch.cat([rels, rels + model.num_relations])
         self.objects = torch.cat([tails, heads])
 
-    def batches(self) -> Iterator[tuple[Tensor, int]]:
-        """One epoch: ``(loss, number of triples)`` per batch, in a seeded random order."""
+    def batches(self) -> Iterator[Step]:
+        """One epoch: this rank's share of each batch, in a seeded random order.
+
+        Every rank draws the whole batch's negatives, so the generators stay in step.
+        """
         count, num_entities = len(self.subjects), self.model.num_entities
         order = torch.randperm(count, generator=self.generator).to(self.graph.device)
-        for ids in order.split(self.batch_size):
-            negatives = torch.randint(num_entities, (len(ids), self.num_negatives), generator=self.generator)
+        for batch in order.split(self.batch_size):
+            negatives = torch.randint(num_entities, (len(batch), self.num_negatives), generator=self.generator)
+            ids = shard_of(batch, self.rank, self.world_size)
+            mine = shard_of(negatives.to(self.graph.device), self.rank, self.world_size)
+            weight = self.objective.normaliser(len(ids), len(ids))
+            yield Step(len(ids), weight, self._loss(ids, mine) if len(ids) else None)
+
+    def _loss(self, ids: Tensor, negatives: Tensor) -> Callable[[], Tensor]:
+        def loss() -> Tensor:
             entity_emb, relation_emb = self.model.encode(self.graph)
-            loss = negatives_loss(
+            return negatives_loss(
                 self.objective,
                 self.model,
                 entity_emb[self.subjects[ids]],
                 relation_emb[self.relations[ids]],
                 entity_emb,
                 self.objects[ids],
-                negatives.to(self.graph.device),
+                negatives,
             )
-            yield loss, len(ids)
+
+        return loss

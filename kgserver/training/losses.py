@@ -8,8 +8,8 @@ when there are several) against every candidate, smoothed towards uniform by
 ``eps``, and weighted by its number of answers, so that every training triple
 counts once, as in 1vsAll training. Weighting every query equally instead
 under-weights the queries with many answers, which are as common among the test
-triples as among the training triples; on CoDEx-S the weighted loss learned
-faster (validation MRR 0.426 against 0.384 after 10 epochs). Softmax
+triples as among the training triples (the comparison on CoDEx-S is in
+``bench/RESULTS.md``). Softmax
 cross-entropy ranks better for ComplEx-like decoders (Ruffinelli et al. 2020,
 "You CAN teach an old dog new tricks!"); BCE is the classic 1-N objective of
 ConvE and CompGCN.
@@ -28,7 +28,10 @@ from kgserver.registry import KGModel
 
 @dataclass(frozen=True)
 class Objective:
-    """The loss a plugin's hyperparameters ask for: ``kind`` (see :data:`kgserver.registry.LOSSES`) and its smoothing."""
+    """The loss a plugin's hyperparameters ask for: ``kind`` and its smoothing.
+
+    ``kind`` is one of :data:`kgserver.registry.LOSSES`.
+    """
 
     kind: str
     label_smoothing: float
@@ -46,6 +49,14 @@ class Objective:
         if self.label_smoothing:
             smoothed = targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_entities
         return F.binary_cross_entropy_with_logits(logits, smoothed)
+
+    def normaliser(self, queries: int, answers: int) -> float:
+        """What :meth:`__call__` is a mean over for ``queries`` rows holding ``answers`` true answers.
+
+        Data-parallel ranks weight their losses by it, so that together they
+        compute the same loss as one process over the whole batch.
+        """
+        return float(answers if self.kind == "ce" else queries)
 
 
 def one_to_n_loss(objective: Objective, logits: Tensor, rows: Tensor, objects: Tensor) -> Tensor:

@@ -22,12 +22,6 @@ BYTES_PER_NODE_DIM_LAYER = 4 * 6
 DEFAULT_FANOUT = 10
 
 
-def model_layers(model: KGModel) -> int | None:
-    """The encoder depth the plugin declares as ``num_layers``, if it declares one."""
-    layers = getattr(model.hparams, "num_layers", None)
-    return int(layers) if layers is not None else None
-
-
 def full_graph_bytes(num_edges: int, num_entities: int, dim: int, layers: int) -> int:
     """Estimated activation memory of one full-graph training step."""
     return (num_edges * BYTES_PER_EDGE_DIM_LAYER + num_entities * BYTES_PER_NODE_DIM_LAYER) * dim * layers
@@ -46,23 +40,19 @@ def choose_mode(model: KGModel, num_edges: int, config: TrainConfig, device: tor
     """``"full"`` or ``"sampled"``: the config's override, else by the memory estimate."""
     if config.mode != "auto":
         return config.mode
-    layers = model_layers(model) or len(config.fanouts or ()) or 1
-    needed = full_graph_bytes(num_edges, model.num_entities, model.hparams.embedding_dim, layers)
+    hparams = model.hparams
+    needed = full_graph_bytes(num_edges, model.num_entities, hparams.embedding_dim, hparams.num_layers)
     return "full" if needed <= memory_budget(config, device) else "sampled"
 
 
 def fanouts_for(model: KGModel, config: TrainConfig) -> tuple[int, ...]:
     """Neighbours sampled per layer: the config's, else ``DEFAULT_FANOUT`` for each model layer."""
-    layers = model_layers(model)
+    layers = model.hparams.num_layers
     if config.fanouts is not None:
-        if layers is not None and len(config.fanouts) != layers:
+        if len(config.fanouts) != layers:
             raise ConfigurationError(
                 f"fanouts {list(config.fanouts)} give {len(config.fanouts)} sampled layers "
                 f"but the model has num_layers={layers}"
             )
         return config.fanouts
-    if layers is None:
-        raise ConfigurationError(
-            f"model {model.name!r} declares no num_layers; give sampled training explicit fanouts"
-        )
     return (DEFAULT_FANOUT,) * layers

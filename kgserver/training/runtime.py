@@ -5,8 +5,8 @@ from __future__ import annotations
 import ctypes
 import platform
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import dgl
 import numpy as np
@@ -69,9 +69,9 @@ def retain_freed_memory() -> None:
     (per-edge attention, gradients). glibc hands out blocks above its mmap
     threshold (32 MB at most) as fresh mappings and unmaps them when freed, so
     every step faults its whole working set back in, page by page, zero-filled
-    by the kernel: a third of the CPU time of a CoDEx-S step at dimension 512.
-    With mappings off and trimming at its maximum, freed blocks stay in the
-    heap and the next step reuses them (1.2-1.4x faster steps). The cost is a
+    by the kernel. With mappings off and trimming at its maximum, freed blocks
+    stay in the heap and the next step reuses them (the measured speed-up is in
+    ``bench/RESULTS.md``). The cost is a
     resident size that stays at the run's peak until the process exits. Other C
     libraries have no such knobs; there this does nothing.
     """

@@ -8,11 +8,16 @@ excluded from the sampled neighbourhoods (``exclude="reverse_id"``), so the
 model cannot read an answer off its own input. Without every entity's
 embedding at hand, the loss is the sampled-negatives one, whatever the plugin's
 ``training_mode``.
+
+Under data-parallel training DGL's own loader shards the edges
+(``use_ddp=True``: each rank a fixed share, shuffled locally, padded to equal
+length) and each rank takes ``batch_size / world_size`` of them per step, so
+the ranks together take about as many steps per epoch as one process.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import dgl
 import torch
@@ -20,6 +25,7 @@ from torch import Tensor
 
 from kgserver.registry import KGModel
 from kgserver.training.losses import Objective, negatives_loss
+from kgserver.training.step import Step
 
 
 def reverse_edge_ids(num_edges: int, device: torch.device | str = "cpu") -> Tensor:
@@ -29,12 +35,14 @@ def reverse_edge_ids(num_edges: int, device: torch.device | str = "cpu") -> Tens
 
 
 def edge_loader(
-    graph: dgl.DGLGraph, fanouts: tuple[int, ...], batch_size: int, num_negatives: int
+    graph: dgl.DGLGraph, fanouts: tuple[int, ...], batch_size: int, num_negatives: int, *, use_ddp: bool = False
 ) -> dgl.dataloading.DataLoader:
     """Batches ``(input_nodes, pair_graph, negative_pair_graph, blocks)`` over every edge.
 
     Shuffling draws from torch's global generator and neighbour sampling from
     DGL's, both seeded by :func:`~kgserver.training.runtime.seed_everything`.
+    ``use_ddp`` gives this rank only its share of the edges (the process group
+    must be up).
     """
     if graph.num_edges() % 2:
         raise ValueError("a message graph has an even number of edges (each edge and its inverse)")
@@ -52,6 +60,7 @@ def edge_loader(
         shuffle=True,
         drop_last=False,
         num_workers=0,
+        use_ddp=use_ddp,
     )
 
 
@@ -67,31 +76,41 @@ class SampledEdges:
         batch_size: int,
         num_negatives: int,
         objective: Objective,
+        world_size: int = 1,
     ) -> None:
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be positive, got {num_negatives}")
         self.model, self.graph = model, graph
         self.num_negatives, self.objective = num_negatives, objective
-        self.loader = edge_loader(graph, fanouts, batch_size, num_negatives)
+        per_rank = -(-batch_size // world_size)
+        self.loader = edge_loader(graph, fanouts, per_rank, num_negatives, use_ddp=world_size > 1)
 
-    def batches(self) -> Iterator[tuple[Tensor, int]]:
-        """One epoch over every message-graph edge: ``(loss, number of edges)`` per batch."""
+    def batches(self) -> Iterator[Step]:
+        """One epoch over this rank's message-graph edges, one step per sampled batch."""
         relation_of_edge = self.graph.edata["rel"]
         for _input_nodes, pairs, negative_pairs, blocks in self.loader:
-            entity_emb, relation_emb = self.model.encode(blocks)
             sources, targets = pairs.edges()
             negative_sources, negative_targets = negative_pairs.edges()
             negative_targets = negative_targets.view(len(sources), self.num_negatives)
             if not torch.equal(negative_sources.view(len(sources), -1)[:, 0], sources):
                 raise RuntimeError("DGL's negative sampler no longer lists each edge's negatives together")
             relations = relation_of_edge[pairs.edata[dgl.EID]]
-            loss = negatives_loss(
+            weight = self.objective.normaliser(len(sources), len(sources))
+            yield Step(len(sources), weight, self._loss(blocks, sources, relations, targets, negative_targets))
+
+    def _loss(
+        self, blocks: list[dgl.DGLGraph], sources: Tensor, relations: Tensor, targets: Tensor, negatives: Tensor
+    ) -> Callable[[], Tensor]:
+        def loss() -> Tensor:
+            entity_emb, relation_emb = self.model.encode(blocks)
+            return negatives_loss(
                 self.objective,
                 self.model,
                 entity_emb[sources],
                 relation_emb[relations],
                 entity_emb,
                 targets,
-                negative_targets,
+                negatives,
             )
-            yield loss, len(sources)
+
+        return loss

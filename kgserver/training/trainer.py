@@ -5,12 +5,17 @@ full-graph negatives, or neighbour-sampled edges) yields one loss per batch and
 the loop does the Adam step with gradient clipping. Validation always encodes
 the full graph without gradients. The best state (by validation MRR) is copied
 in memory and loaded back at the end, before the final valid and test metrics.
+
+With several ranks (:mod:`kgserver.training.distributed`) every rank runs the
+loop on its share of each batch; rank 0 alone validates, keeps the checkpoint,
+decides and reports.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -19,6 +24,7 @@ from kgserver.evaluation import Evaluator
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel
 from kgserver.training.config import Observer, TrainConfig, TrainResult
+from kgserver.training.distributed import SINGLE, Ranks
 from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
 from kgserver.training.losses import Objective
 from kgserver.training.mode import choose_mode, fanouts_for
@@ -30,12 +36,13 @@ from kgserver.training.runtime import (
     seed_everything,
 )
 from kgserver.training.sampled import SampledEdges
+from kgserver.training.step import Step
 
 VALID_KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
 
 
 class BatchSource(Protocol):
-    def batches(self) -> Iterator[tuple[Tensor, int]]: ...
+    def batches(self) -> Iterator[Step]: ...
 
 
 class BestCheckpoint:
@@ -68,12 +75,28 @@ def train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Obs
     and runs with torch's deterministic kernels, so a seed repeats its metrics.
     Freed memory stays in the process for reuse (:func:`retain_freed_memory`).
     """
+    result = train_rank(model, snapshot, config, observer, SINGLE)
+    if result is None:  # rank 0 of one always has the result
+        raise RuntimeError("single-process training returned no result")
+    return result
+
+
+def train_rank(
+    model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Observer | None, ranks: Ranks
+) -> TrainResult | None:
+    """:func:`train` as one rank of a data-parallel job (the process group must be up).
+
+    Every rank must pass the same model (same seed), snapshot and config; rank 0
+    gets the result, the others None. ``observer`` is called on rank 0 only.
+    """
     retain_freed_memory()
     with deterministic_algorithms(), cpu_threads(config.threads):
-        return _train(model, snapshot, config, observer)
+        return _train(model, snapshot, config, observer, ranks)
 
 
-def _train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Observer | None) -> TrainResult:
+def _train(
+    model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Observer | None, ranks: Ranks
+) -> TrainResult | None:
     started = time.monotonic()
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -81,7 +104,8 @@ def _train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Ob
     model.to(device)
     graph = snapshot.message_graph().to(device)
     mode = choose_mode(model, graph.num_edges(), config, device)
-    source = _batch_source(model, graph, snapshot, config, mode, generator)
+    source = _batch_source(model, graph, snapshot, config, mode, generator, ranks)
+    step_loss = ranks.forward(model)
     evaluator = Evaluator(
         torch.cat([snapshot.train, snapshot.valid, snapshot.test]),
         snapshot.num_entities,
@@ -99,30 +123,34 @@ def _train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Ob
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.monotonic()
         model.train()
-        loss, completed = _run_epoch(model, source, optimizer, config.grad_clip, deadline)
-        record: dict[str, float] = {
-            "epoch": epoch,
-            "loss": loss,
-            "epoch_seconds": time.monotonic() - epoch_started,
-            "learning_rate": optimizer.param_groups[0]["lr"],
-        }
-        out_of_time = not completed or time.monotonic() >= deadline
-        if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
-            valid = evaluator(model, graph, snapshot.valid)
-            record.update({f"valid_{key}": valid[key] for key in VALID_KEYS})
-            best.update(valid["mrr"], epoch, model)
-            if best.evaluations_since_best:
-                for group in optimizer.param_groups:
-                    group["lr"] *= config.lr_decay
-        history.append(record)
-        if observer is not None:
-            observer.on_epoch_end(epoch, {key: value for key, value in record.items() if key != "epoch"})
-        if out_of_time:
-            stop_reason = "max_minutes"
+        loss, completed = _run_epoch(model, step_loss, source, optimizer, config.grad_clip, deadline, ranks)
+        learning_rate, stop = optimizer.param_groups[0]["lr"], None
+        if ranks.is_main:
+            record: dict[str, float] = {
+                "epoch": epoch,
+                "loss": loss,
+                "epoch_seconds": time.monotonic() - epoch_started,
+                "learning_rate": learning_rate,
+            }
+            out_of_time = not completed or time.monotonic() >= deadline
+            if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
+                valid = evaluator(model, graph, snapshot.valid)
+                record.update({f"valid_{key}": valid[key] for key in VALID_KEYS})
+                best.update(valid["mrr"], epoch, model)
+                if best.evaluations_since_best:
+                    learning_rate *= config.lr_decay
+            history.append(record)
+            if observer is not None:
+                observer.on_epoch_end(epoch, {key: value for key, value in record.items() if key != "epoch"})
+            stop = "max_minutes" if out_of_time else "early_stopping" if best.exhausted else None
+        learning_rate, stop = ranks.decision(learning_rate, stop)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+        if stop is not None:
+            stop_reason = stop
             break
-        if best.exhausted:
-            stop_reason = "early_stopping"
-            break
+    if not ranks.is_main:
+        return None
     if best.state is None:  # the last epoch run is always evaluated, so this cannot happen
         raise RuntimeError("training ended without a validation checkpoint")
     model.load_state_dict(best.state)
@@ -148,33 +176,37 @@ def _batch_source(
     config: TrainConfig,
     mode: str,
     generator: torch.Generator,
+    ranks: Ranks,
 ) -> BatchSource:
     hparams = model.hparams
     objective = Objective(hparams.loss, hparams.label_smoothing, model.num_entities)
     if mode == "sampled":
         return SampledEdges(
             model,
-            graph,  # type: ignore[arg-type]
+            graph,
             fanouts=fanouts_for(model, config),
             batch_size=hparams.batch_size,
             num_negatives=hparams.num_negatives,
             objective=objective,
+            world_size=ranks.world_size,
         )
     if model.training_mode == "negatives":
         return FullGraphNegatives(
             model,
-            graph,  # type: ignore[arg-type]
+            graph,
             snapshot.train,
             batch_size=hparams.batch_size,
             num_negatives=hparams.num_negatives,
             objective=objective,
             generator=generator,
+            rank=ranks.rank,
+            world_size=ranks.world_size,
         )
     if model.training_mode != "1-n":
         raise ValueError(f"model {model.name!r} declares unknown training_mode {model.training_mode!r}")
     return FullGraphOneToN(
         model,
-        graph,  # type: ignore[arg-type]
+        graph,
         snapshot.train,
         batch_size=hparams.batch_size,
         objective=objective,
@@ -183,17 +215,34 @@ def _batch_source(
 
 
 def _run_epoch(
-    model: KGModel, source: BatchSource, optimizer: torch.optim.Optimizer, grad_clip: float, deadline: float
+    model: KGModel,
+    step_loss: Callable[[Callable[[], Tensor] | None], Tensor],
+    source: BatchSource,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float,
+    deadline: float,
+    ranks: Ranks,
 ) -> tuple[float, bool]:
-    """Mean loss over the epoch's batches, and whether it finished before ``deadline``."""
+    """Mean loss over the epoch's batches, and whether it finished before ``deadline``.
+
+    Each rank's loss is a mean over its share; scaled by that share of the
+    step's normaliser (times the number of ranks, which DDP's averaging
+    divides out again) it gives gradients equal to one process's over the
+    whole batch. Rank 0's clock decides the deadline, checked before each step
+    after the first, so that every rank stops at the same step.
+    """
     total, count = 0.0, 0
-    for loss, size in source.batches():
+    for step in source.batches():
+        late = count > 0 and time.monotonic() >= deadline
+        weight, size, stop = ranks.step_totals(step.weight, step.size, late)
+        if stop:
+            return ranks.total(total) / count, False
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = step_loss(step.loss)
+        share = step.weight / weight
+        (loss * (share * ranks.world_size) if ranks.distributed else loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        total += loss.item() * size
+        total += loss.item() * share * size
         count += size
-        if time.monotonic() >= deadline:
-            return total / count, False
-    return total / count, True
+    return ranks.total(total) / count, True

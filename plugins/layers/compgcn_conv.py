@@ -10,6 +10,8 @@ For every edge ``(u, r, v)`` the source is composed with the relation,
 
 where ``m_O(v)`` / ``m_I(v)`` sum the composed messages of each direction,
 divided by ``v``'s in-degree (a mean that a sampled block reproduces exactly).
+Optional per-edge weights multiply each edge's composed message (to explain
+predictions); the in-degree stays a count of edges.
 
 Because ``W_O`` and ``W_I`` are linear they are applied after aggregation, once
 per node rather than once per edge. Every composition is linear in ``h_u``, so
@@ -24,7 +26,7 @@ never per edge or group.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import dgl
 import torch
@@ -79,9 +81,11 @@ class CompGCNConv(nn.Module):
         for weight in (self.w_direction.weight, self.w_self.weight, self.w_relation.weight, self.loop_relation):
             nn.init.xavier_normal_(weight)
 
-    def forward(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, edge_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Update the destination nodes and every relation embedding."""
-        neighbours = self.w_direction(self.directional_mean(graph, h_src, rel).flatten(1))
+        neighbours = self.w_direction(self.directional_mean(graph, h_src, rel, edge_weight).flatten(1))
         h_dst = h_src[: graph.num_dst_nodes()]
         itself = self.w_self(compose(h_dst, self.loop_relation, self.composition))
         out = self.norm((neighbours + itself) / 3 + self.bias)
@@ -89,10 +93,13 @@ class CompGCNConv(nn.Module):
             out = self.activation(out)
         return out, self.w_relation(rel)
 
-    def directional_mean(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> Tensor:
-        """``[N_dst, 2, d]``: the composed incoming messages of original (0) and inverse (1)
-        edges, summed per direction and divided by the node's in-degree."""
-        groups = RelationGroups(graph, rel.shape[0])
+    def directional_mean(
+        self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, edge_weight: Tensor | None = None
+    ) -> Tensor:
+        """``[N_dst, 2, d]``: the composed incoming messages (times their edge weights, if
+        given) of original (0) and inverse (1) edges, summed per direction and divided by
+        the node's in-degree."""
+        groups = RelationGroups(graph, rel.shape[0], edge_weight)
         group_rel = rel[groups.rel]
         if self.composition == "corr":
             messages = self._frequency_domain_correlation(groups, h_src, rel)

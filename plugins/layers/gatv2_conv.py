@@ -19,12 +19,14 @@ The message sum is split the same way: ``sum alpha W_m^src h_u`` is one fused
 mass per (node, relation) first, so no per-edge message is materialised.
 
 The weights of the last forward pass are kept in ``last_attention`` (``[E, heads]``,
-in the order of the graph's edges) so that predictions can be explained.
+in the order of the graph's edges) so that predictions can be explained. Optional
+per-edge weights ``w_e`` multiply each edge's attention-weighted message (after
+the softmax, so ``last_attention`` stays the model's own attention).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import dgl
 import dgl.function as fn
@@ -66,7 +68,9 @@ class RelGATv2Conv(nn.Module):
         self.last_attention: Tensor | None = None
         nn.init.xavier_normal_(self.attention)
 
-    def forward(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, edge_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Attend over incoming edges; relation embeddings pass through unchanged."""
         heads = (-1, self.num_heads, self.head_dim)
         attention_heads = (-1, *self.attention.shape[1:])
@@ -83,6 +87,8 @@ class RelGATv2Conv(nn.Module):
             alpha = edge_softmax(graph, (hidden * self.attention).sum(-1))  # [E, heads]
             self.last_attention = alpha.detach()
             alpha = self.attention_dropout(alpha)
+            if edge_weight is not None:
+                alpha = alpha * edge_weight.unsqueeze(1)
             graph.edata["alpha"] = alpha.unsqueeze(-1)
             graph.update_all(fn.u_mul_e("m_src", "alpha", "m"), fn.sum("m", "from_nodes"))
             from_nodes = graph.dstdata["from_nodes"]

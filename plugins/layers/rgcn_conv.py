@@ -1,8 +1,9 @@
 """R-GCN layer (Schlichtkrull et al. 2018) with basis or block-diagonal weights.
 
-``h_v' = act(W_0 h_v + b + mean_{(u, r, v)} W_r h_u)`` over the incoming edges of
-``v``. The mean (``1 / in-degree``) is the normalisation that a sampled block
-reproduces exactly, so full-graph and sampled encoders agree.
+``h_v' = act(W_0 h_v + b + mean_{(u, r, v)} w_e W_r h_u)`` over the incoming edges
+``e`` of ``v``, with per-edge weights ``w_e`` (1 unless given, to explain predictions).
+The mean (``1 / in-degree``) is the normalisation that a sampled block reproduces
+exactly, so full-graph and sampled encoders agree.
 
 * ``basis``: ``W_r = sum_b a_rb V_b``. Because the sum is linear we aggregate
   first and transform after: each edge sends ``a_r (x) h_u`` (``[B, d]``, fused
@@ -16,7 +17,7 @@ reproduces exactly, so full-graph and sampled encoders agree.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import dgl
 import dgl.function as fn
@@ -52,39 +53,45 @@ class RelGraphConv(nn.Module):
         else:
             if in_dim % num_bases or out_dim % num_bases:
                 raise ValueError(f"num_bases {num_bases} must divide the layer sizes {in_dim} and {out_dim}")
-            self.blocks = nn.Parameter(
-                torch.empty(num_rels, num_bases, in_dim // num_bases, out_dim // num_bases)
-            )
+            self.blocks = nn.Parameter(torch.empty(num_rels, num_bases, in_dim // num_bases, out_dim // num_bases))
             nn.init.uniform_(self.blocks, -1 / math.sqrt(in_dim // num_bases), 1 / math.sqrt(in_dim // num_bases))
         self.self_loop = nn.Linear(in_dim, out_dim)
         self.activation = activation
 
-    def forward(self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, graph: dgl.DGLGraph, h_src: Tensor, rel: Tensor, edge_weight: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Transform the nodes; relation embeddings pass through (R-GCN does not update them)."""
         with graph.local_scope():
             if self.regularizer == "basis":
-                neighbours = self._aggregate_bases(graph, h_src)
+                neighbours = self._aggregate_bases(graph, h_src, edge_weight)
             else:
-                neighbours = self._aggregate_blocks(graph, h_src)
+                neighbours = self._aggregate_blocks(graph, h_src, edge_weight)
         out = neighbours + self.self_loop(h_src[: graph.num_dst_nodes()])
         if self.activation is not None:
             out = self.activation(out)
         return out, rel
 
-    def _aggregate_bases(self, graph: dgl.DGLGraph, h_src: Tensor) -> Tensor:
+    def _aggregate_bases(self, graph: dgl.DGLGraph, h_src: Tensor, edge_weight: Tensor | None) -> Tensor:
         graph.srcdata["h"] = h_src.unsqueeze(1)  # [N, 1, d]
-        graph.edata["a"] = self.coefficients[graph.edata["rel"]].unsqueeze(-1)  # [E, B, 1]
+        coefficients = self.coefficients[graph.edata["rel"]]  # [E, B]
+        if edge_weight is not None:
+            coefficients = coefficients * edge_weight.unsqueeze(1)
+        graph.edata["a"] = coefficients.unsqueeze(-1)  # [E, B, 1]
         graph.update_all(fn.u_mul_e("h", "a", "m"), fn.mean("m", "agg"))  # [N_dst, B, d]
         per_basis = graph.dstdata["agg"]
         return per_basis.flatten(1) @ self.bases.reshape(self.num_bases * self.in_dim, self.out_dim)
 
-    def _aggregate_blocks(self, graph: dgl.DGLGraph, h_src: Tensor) -> Tensor:
+    def _aggregate_blocks(self, graph: dgl.DGLGraph, h_src: Tensor, edge_weight: Tensor | None) -> Tensor:
         graph.srcdata["h"] = h_src
+        graph.edata["w"] = (
+            graph.edata["rel"].new_ones(graph.num_edges(), dtype=h_src.dtype) if edge_weight is None else edge_weight
+        )
         graph.update_all(self._block_message, fn.mean("m", "agg"))
         return graph.dstdata["agg"]
 
     def _block_message(self, edges: dgl.udf.EdgeBatch) -> dict[str, Tensor]:
-        """``W_r h_u`` with ``W_r`` block-diagonal: each block acts on its slice of ``h_u``."""
+        """``w_e W_r h_u`` with ``W_r`` block-diagonal: each block acts on its slice of ``h_u``."""
         x = edges.src["h"].view(-1, self.num_bases, 1, self.in_dim // self.num_bases)
         weights = self.blocks[edges.data["rel"]]  # [E, B, in/B, out/B]
-        return {"m": (x @ weights).reshape(-1, self.out_dim)}
+        return {"m": (x @ weights).reshape(-1, self.out_dim) * edges.data["w"].unsqueeze(1)}

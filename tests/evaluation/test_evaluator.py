@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from kgserver.evaluation import AnswerIndex, evaluate, filtered_ranks
+from kgserver.evaluation import evaluate, filtered_ranks
 
 NUM_ENTITIES, NUM_RELATIONS = 13, 3
 
@@ -107,16 +107,3 @@ def test_nan_scores_are_an_error() -> None:
     none = torch.empty(0, dtype=torch.long)
     with pytest.raises(ValueError, match="NaN"):
         filtered_ranks(scores, torch.tensor([0]), none, none)
-
-
-def test_answer_index_lookup_and_unknown_queries() -> None:
-    triples = torch.tensor([[0, 0, 1], [0, 0, 2], [2, 1, 0]])
-    index = AnswerIndex(triples, num_relations=2)
-    rows, objects = index.lookup(torch.tensor([0, 1, 0, 2]), torch.tensor([0, 0, 2, 1]))
-    pairs = sorted(zip(rows.tolist(), objects.tolist()))
-    # (0,0)->{1,2}; (1,0)->{} ; (0, 0+2) i.e. inverse of r0 with subject 0 -> {}; (2,1)->{0}
-    assert pairs == [(0, 1), (0, 2), (3, 0)]
-    rows, objects = index.lookup(torch.tensor([1, 0]), torch.tensor([2, 3]))
-    # inverse queries: (1, r0^-1) -> 0 ; (0, r1^-1) -> 2
-    assert sorted(zip(rows.tolist(), objects.tolist())) == [(0, 0), (1, 2)]
-    assert len(index) == 5

@@ -18,13 +18,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "codex-s"
 KGSERVER = str(Path(sys.executable).with_name("kgserver"))
 
 
-def kgserver(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def kgserver(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed console script (so error translation and exit codes are real)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KGSERVER_")}
     environment.update(env or {})
-    return subprocess.run(
-        [KGSERVER, *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300
-    )
+    return subprocess.run([KGSERVER, *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300)
 
 
 def unwrap(text: str) -> str:
@@ -121,9 +121,20 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KGSERVER_")}
     environment.update(COLUMNS="160", TERM="xterm")
     process = subprocess.Popen(
-        [KGSERVER, "import", str(EXAMPLES / "valid.nt.gz"), "--graph", "g",
-         "--db", f"sqlite:///{tmp_path / 'store.db'}"],
-        stdin=terminal, stdout=terminal, stderr=terminal, env=environment, close_fds=True,
+        [
+            KGSERVER,
+            "import",
+            str(EXAMPLES / "valid.nt.gz"),
+            "--graph",
+            "g",
+            "--db",
+            f"sqlite:///{tmp_path / 'store.db'}",
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=environment,
+        close_fds=True,
     )
     os.close(terminal)
     output = b""

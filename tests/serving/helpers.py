@@ -8,16 +8,23 @@ real gRPC server on a free loopback port.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel, get_model
 from kgserver.serving.served import ServedModel
 from kgserver.serving.server import KGServer, ServeConfig
-from kgserver.tracking.bundle import load_bundle
+from kgserver.serving.source import served_model
+from kgserver.tracking.bundle import load_bundle, save_bundle
 
 NUM_ENTITIES = 60
 NUM_RELATIONS = 4
@@ -93,6 +100,33 @@ def train_model(snapshot: Snapshot, seed: int, epochs: int = 8) -> KGModel:
     return model.eval()
 
 
+def long_iri_snapshot(num_entities: int, iri_chars: int, name: str = "wide", seed: int = 0) -> Snapshot:
+    """A random graph whose entity IRIs are ``iri_chars`` characters long (for response-size limits)."""
+    generator = torch.Generator().manual_seed(seed)
+    count = 4 * num_entities
+    triples = torch.stack(
+        [
+            torch.randint(0, num_entities, (count,), generator=generator),
+            torch.randint(0, NUM_RELATIONS, (count,), generator=generator),
+            torch.randint(0, num_entities, (count,), generator=generator),
+        ],
+        1,
+    )
+    prefix = "http://example.org/long/"
+    entities = [f"{prefix}{'x' * (iri_chars - len(prefix) - 7)}/{i:06d}" for i in range(num_entities)]
+    return Snapshot(name, entities, [relation(i) for i in range(NUM_RELATIONS)], triples, triples[:0], triples[:0])
+
+
+def random_bundle(directory: Path, snapshot: Snapshot, dim: int = 8, seed: int = 0) -> Path:
+    """A real plugin's model with random weights saved as a bundle: for tests where answers' sizes and
+    status codes matter, not their quality."""
+    torch.manual_seed(seed)
+    model_class = get_model("compgcn")
+    hparams = model_class.hyperparameters.from_dict({"embedding_dim": dim, "dropout": 0.0})
+    model = model_class(snapshot.num_entities, snapshot.num_relations, hparams).eval()
+    return save_bundle(directory, model, snapshot)
+
+
 def bundle_source(bundles: dict[str, tuple[Path, str]], store_url: str | None = None):  # type: ignore[no-untyped-def]
     """``(resolve, build)`` serving fixed bundle directories under fixed version names."""
 
@@ -100,7 +134,7 @@ def bundle_source(bundles: dict[str, tuple[Path, str]], store_url: str | None = 
         return bundles[ref][1]
 
     def build(ref: str, version: str) -> ServedModel:
-        return ServedModel.build(ref, load_bundle(bundles[ref][0], version=version), store_url=store_url)
+        return served_model(ref, load_bundle(bundles[ref][0], version=version), store_url)
 
     return resolve, build
 
@@ -135,7 +169,7 @@ class ServerProcess:
 
         command = [*(launcher or [str(Path(sys.executable).parent / "kgserver")]), "serve", "--port", "0", *args]
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop(), after the process)
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
@@ -171,3 +205,31 @@ class ServerProcess:
         code = self.process.wait(timeout)
         self._log.close()
         return code
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path

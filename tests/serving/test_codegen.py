@@ -18,5 +18,13 @@ def test_generated_module_exposes_the_contract() -> None:
         "PredictTails", "PredictHeads", "ScoreTriples", "GetEntityEmbeddings", "ListModels"
     }
     fields = {f.name: f.number for f in kgserver_pb2.PredictRequest.DESCRIPTOR.fields}
-    assert fields == {"model": 1, "queries": 2, "k": 3, "filter_known": 4}
+    # The original fields keep their numbers; live knowledge added language = 5.
+    assert fields == {"model": 1, "queries": 2, "k": 3, "filter_known": 4, "language": 5}
+    scored = {f.name: f.number for f in kgserver_pb2.ScoredEntity.DESCRIPTOR.fields}
+    assert scored == {"entity": 1, "score": 2, "label": 3, "new_entity": 4}
+    for response in (
+        kgserver_pb2.PredictResponse, kgserver_pb2.ScoreTriplesResponse, kgserver_pb2.GetEntityEmbeddingsResponse
+    ):
+        numbers = {f.name: f.number for f in response.DESCRIPTOR.fields}
+        assert numbers["model_version"] == 2 and numbers["store_revision"] == 3
     assert hasattr(kgserver_pb2_grpc, "KnowledgeGraphCompletionStub")

@@ -1,4 +1,7 @@
-"""The serving parts on their own: known-triple index, batching scorer, model holder."""
+"""The serving parts on their own: batching scorer, model holder.
+
+The known-triple index is tested in tests/graph/test_index.py.
+"""
 
 from __future__ import annotations
 
@@ -11,36 +14,9 @@ import torch
 
 from kgserver.errors import ModelNotFound
 from kgserver.serving.holder import ModelHolder, ModelsNotReady
-from kgserver.serving.known import KnownTriples
 from kgserver.serving.scorer import BatchScorer, ScorerClosed
 from kgserver.serving.served import ServedModel
 from kgserver.tracking.bundle import load_bundle
-
-
-def test_known_triples_index_matches_a_brute_force_lookup() -> None:
-    generator = torch.Generator().manual_seed(0)
-    n, r = 50, 4
-    triples = torch.stack(
-        [torch.randint(0, n, (300,), generator=generator), torch.randint(0, r, (300,), generator=generator),
-         torch.randint(0, n, (300,), generator=generator)], 1,
-    )
-    triples = torch.cat([triples, triples[:20]])  # duplicates collapse
-    index = KnownTriples.build(triples, n, r)
-    truth: dict[tuple[int, int], set[int]] = {}
-    for h, rel, t in triples.tolist():
-        truth.setdefault((h, rel), set()).add(t)
-        truth.setdefault((t, rel + r), set()).add(h)
-    entities = torch.randint(0, n, (400,), generator=generator)
-    relations = torch.randint(0, 2 * r, (400,), generator=generator)
-    rows, answers = index.lookup(entities, relations)
-    found: dict[int, list[int]] = {}
-    for row, answer in zip(rows.tolist(), answers.tolist()):
-        found.setdefault(row, []).append(answer)
-    for row, key in enumerate(zip(entities.tolist(), relations.tolist())):
-        assert found.get(row, []) == sorted(truth.get(key, set()))
-    assert len(index) == sum(len(v) for v in truth.values())
-    empty = KnownTriples.build(torch.zeros(0, 3, dtype=torch.int64), n, r)
-    assert [len(x) for x in empty.lookup(entities, relations)] == [0, 0]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +35,9 @@ def test_concurrent_jobs_are_batched_and_each_gets_its_own_rows(two_versions: tu
     def ask(i: int) -> None:
         served = first if i % 2 else second
         start.wait()
-        results[i] = scorer.predict(served, [i % 60, (i + 1) % 60], [i % 4, 4 + i % 4], k=3 + i % 5, filter_known=bool(i % 3))
+        results[i] = scorer.predict(
+            served, [i % 60, (i + 1) % 60], [i % 4, 4 + i % 4], k=3 + i % 5, filter_known=bool(i % 3)
+        )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(24)]
     for thread in threads:
@@ -83,9 +61,7 @@ def test_concurrent_jobs_are_batched_and_each_gets_its_own_rows(two_versions: tu
         scorer.predict(first, [0], [0], 1, False)
 
 
-def test_a_failing_version_keeps_the_previous_one_serving(
-    bundle_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_failing_version_keeps_the_previous_one_serving(bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     names = {"ref": "toy/1"}
 
     def build(ref: str, version: str) -> ServedModel:

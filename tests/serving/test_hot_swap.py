@@ -7,19 +7,23 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import grpc
+import psutil
 import pytest
 import torch
 
 from kgserver.client import KGClient
 from kgserver.graph import Snapshot
 from kgserver.models import load
+from kgserver.proto.v1 import kgserver_pb2 as pb
+from kgserver.proto.v1 import kgserver_pb2_grpc as pb_grpc
 from kgserver.serving.server import KGServer, ServeConfig
 from kgserver.serving.source import registry_source
 from kgserver.tracking import TrainingRun
 from kgserver.tracking.backend import client_for
 from kgserver.tracking.catalog import promote
 
-from .helpers import NUM_RELATIONS, entity, relation, train_model
+from .helpers import NUM_RELATIONS, ServerProcess, entity, relation, train_model
 
 NAME = "toy-compgcn"
 CLIENT_THREADS = 16
@@ -101,3 +105,71 @@ def test_alias_move_swaps_versions_under_load_without_failures(
         switch = versions.index(second)
         assert set(versions[switch:]) == {second}, "a thread saw the old version after the new one"
     assert sum(len(v) for v in seen) > 100
+
+
+@pytest.mark.timeout(600)
+def test_alias_move_swaps_every_worker_process_under_load_without_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_snapshot: Snapshot
+) -> None:
+    monkeypatch.setenv("KGSERVER_HOME", str(tmp_path))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first, second = register(toy_snapshot, 1, uri), register(toy_snapshot, 2, uri)
+    promote(client_for(uri), NAME, "1", "champion")
+    expected = {version: expected_answers(version, uri) for version in (first, second)}
+    server = ServerProcess(
+        ["--model", f"{NAME}@champion", "--tracking-uri", uri, "--workers", "2", "--poll-seconds", "0.2"],
+        tmp_path / "server.log",
+        env={"KGSERVER_HOME": str(tmp_path)},
+    )
+    workers = [child.pid for child in psutil.Process(server.pid).children()]
+    assert len(workers) == 2
+    stop = threading.Event()
+    seen: list[list[str]] = [[] for _ in range(CLIENT_THREADS)]
+    failures: list[str] = []
+
+    def client_loop(index: int) -> None:
+        # Each thread its own connection, so the kernel spreads the threads over both workers.
+        with grpc.insecure_channel(server.address, [("grpc.use_local_subchannel_pool", 1)]) as channel:
+            predict = pb_grpc.KnowledgeGraphCompletionStub(channel).PredictTails
+            n = index
+            while not stop.is_set():
+                e, r = QUERIES[n % len(QUERIES)]
+                request = pb.PredictRequest(queries=[pb.Query(entity=entity(e), relation=relation(r))], k=5)
+                try:
+                    answer = predict(request, timeout=30)
+                except grpc.RpcError as error:  # every failure is counted, none expected
+                    failures.append(f"{error.code()}: {error.details()}")
+                    continue
+                got = [int(x.entity.rsplit("/", 1)[1]) for x in answer.results[0].entities]
+                if got != expected[answer.model_version][n % len(QUERIES)]:
+                    failures.append(f"{answer.model_version} answered {got} for {(e, r)}")
+                seen[index].append(answer.model_version)
+                n += 1
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENT_THREADS)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(len(s) >= 5 for s in seen):
+            time.sleep(0.05)
+        promote(client_for(uri), NAME, "2", "champion")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(s and s[-1] == second for s in seen):
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        code = server.stop()
+
+    assert failures == [], failures[:10]
+    for versions in seen:
+        assert versions[0] == first and versions[-1] == second
+        switch = versions.index(second)
+        assert set(versions[switch:]) == {second}, "a connection saw the old version after the new one"
+    log = server.log()
+    for pid in workers:
+        assert f"[{pid}] kgserver.serving.holder: {NAME}@champion: now serving {second}" in log, log
+    assert code == 0

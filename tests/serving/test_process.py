@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import psutil
@@ -17,14 +18,13 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kgserver.graph import Snapshot
 from kgserver.proto.v1 import kgserver_pb2 as pb
 from kgserver.proto.v1 import kgserver_pb2_grpc as pb_grpc
-from kgserver.graph import Snapshot
 from kgserver.registry import Hyperparameters
 from kgserver.tracking.bundle import LoadedModel, save_bundle
 
 from . import slow_plugin
-
 from .helpers import ServerProcess, entity, relation
 
 OK, NOT_FOUND, INVALID, INTERNAL = (
@@ -49,7 +49,11 @@ MIX: list[tuple[str, Any, grpc.StatusCode]] = [
     ("PredictHeads", pb.PredictRequest(queries=[], k=3), INVALID),
     ("PredictTails", pb.PredictRequest(queries=[Q] * 9, k=3), INVALID),
     ("PredictTails", pb.PredictRequest(model="toy@nope", queries=[Q], k=3), NOT_FOUND),
-    ("ScoreTriples", pb.ScoreTriplesRequest(triples=[pb.Triple(head="_:x", relation=relation(0), tail=entity(0))]), NOT_FOUND),
+    (
+        "ScoreTriples",
+        pb.ScoreTriplesRequest(triples=[pb.Triple(head="_:x", relation=relation(0), tail=entity(0))]),
+        NOT_FOUND,
+    ),
     ("GetEntityEmbeddings", pb.GetEntityEmbeddingsRequest(entities=[entity(0)] * 9), INVALID),
     ("raw", b"\xff\xfe not a protobuf", INVALID),
 ]
@@ -70,7 +74,9 @@ def served(bundle_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
         process.stop()
 
 
-def call(channel: grpc.Channel, stubs: pb_grpc.KnowledgeGraphCompletionStub, method: str, request: Any) -> grpc.StatusCode:
+def call(
+    channel: grpc.Channel, stubs: pb_grpc.KnowledgeGraphCompletionStub, method: str, request: Any
+) -> grpc.StatusCode:
     try:
         if method == "raw":
             channel.unary_unary("/kgserver.v1.KnowledgeGraphCompletion/PredictTails")(request, timeout=60)
@@ -119,13 +125,18 @@ def test_mixed_load_from_64_clients_gets_every_status_right_without_growth(serve
     assert status == health_pb2.HealthCheckResponse.SERVING
     assert abs(after - before) <= 0.10 * before, f"RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
     assert "Traceback" not in served.log()
-    print(f"\n{CLIENTS * REQUESTS_PER_CLIENT} calls in {seconds:.1f} s; RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB")
+    print(
+        f"\n{CLIENTS * REQUESTS_PER_CLIENT} calls in {seconds:.1f} s; "
+        f"RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB"
+    )
 
 
 @pytest.mark.timeout(300)
 def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, toy_snapshot: Snapshot) -> None:
     # The slow model's decoder sleeps 1 s per batch, so calls are provably in flight when SIGTERM lands.
-    model = slow_plugin.SlowModel(toy_snapshot.num_entities, toy_snapshot.num_relations, Hyperparameters(embedding_dim=8))
+    model = slow_plugin.SlowModel(
+        toy_snapshot.num_entities, toy_snapshot.num_relations, Hyperparameters(embedding_dim=8)
+    )
     bundle = save_bundle(tmp_path / "slow", model, toy_snapshot)
     process = ServerProcess(
         ["--model", str(bundle), "--poll-seconds", "0"],
@@ -177,7 +188,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_query_cli_prints_the_servers_answers(served: ServerProcess, reference: LoadedModel, tmp_path: Path) -> None:
     env = {"KGSERVER_HOME": str(tmp_path)}
     common = ["--server", served.address, "--no-labels"]
-    tails = run_cli("query", "tails", "--head", entity(2), "--relation", relation(0), "-k", "5", *common, "--json", env=env)
+    tails = run_cli(
+        "query", "tails", "--head", entity(2), "--relation", relation(0), "-k", "5", *common, "--json", env=env
+    )
     assert tails.returncode == 0, tails.stderr
     payload = json.loads(tails.stdout)
     entity_emb, relation_emb = reference.encode()

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -21,37 +15,9 @@ from kgserver.errors import ConfigurationError
 from kgserver.serving.auth import read_token
 from kgserver.serving.server import KGServer
 
-from .helpers import entity, relation, running_server
+from .helpers import entity, relation, running_server, self_signed
 
 TOKEN = "s3cret-token-for-tests"
-
-
-def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost / 127.0.0.1 and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +66,9 @@ def test_reflection_needs_the_token_too(secure_server: KGServer, certificates: d
     with grpc.secure_channel(secure_server.address, credentials) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+            list(
+                stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+            )
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -119,9 +87,8 @@ def test_an_untrusted_certificate_is_refused(secure_server: KGServer, certificat
 
 
 def test_plaintext_clients_cannot_talk_to_a_tls_server(secure_server: KGServer) -> None:
-    with KGClient(secure_server.address, token=TOKEN, timeout=5) as client:
-        with pytest.raises(RequestFailed) as raised:
-            ask(client)
+    with KGClient(secure_server.address, token=TOKEN, timeout=5) as client, pytest.raises(RequestFailed) as raised:
+        ask(client)
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
 
 

@@ -125,17 +125,39 @@ def test_the_model_is_chosen_by_reference_or_version(server: KGServer) -> None:
 GOOD = pb.Query(entity=entity(1), relation=relation(1))
 NOT_FOUND, INVALID = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
 ERROR_CASES = [
-    ("PredictTails", pb.PredictRequest(queries=[pb.Query(entity="http://nowhere/x", relation=relation(1))], k=3), NOT_FOUND, "http://nowhere/x"),
-    ("PredictHeads", pb.PredictRequest(queries=[GOOD, pb.Query(entity=entity(1), relation="http://nowhere/r")], k=3), NOT_FOUND, "http://nowhere/r"),
+    (
+        "PredictTails",
+        pb.PredictRequest(queries=[pb.Query(entity="http://nowhere/x", relation=relation(1))], k=3),
+        NOT_FOUND,
+        "http://nowhere/x",
+    ),
+    (
+        "PredictHeads",
+        pb.PredictRequest(queries=[GOOD, pb.Query(entity=entity(1), relation="http://nowhere/r")], k=3),
+        NOT_FOUND,
+        "http://nowhere/r",
+    ),
     ("PredictTails", pb.PredictRequest(queries=[GOOD], k=0), INVALID, "k must be"),
     ("PredictTails", pb.PredictRequest(queries=[GOOD], k=-5), INVALID, "k must be"),
     ("PredictHeads", pb.PredictRequest(queries=[GOOD], k=61), INVALID, "k must be"),
     ("PredictTails", pb.PredictRequest(queries=[], k=3), INVALID, "got 0"),
     ("PredictTails", pb.PredictRequest(queries=[GOOD] * 17, k=3), INVALID, "got 17"),
     ("PredictTails", pb.PredictRequest(model="toy@nope", queries=[GOOD], k=3), NOT_FOUND, "toy@nope"),
-    ("ScoreTriples", pb.ScoreTriplesRequest(triples=[pb.Triple(head=entity(1), relation=relation(1), tail="urn:x:gone")]), NOT_FOUND, "urn:x:gone"),
+    (
+        "ScoreTriples",
+        pb.ScoreTriplesRequest(triples=[pb.Triple(head=entity(1), relation=relation(1), tail="urn:x:gone")]),
+        NOT_FOUND,
+        "urn:x:gone",
+    ),
     ("ScoreTriples", pb.ScoreTriplesRequest(triples=[]), INVALID, "got 0"),
-    ("ScoreTriples", pb.ScoreTriplesRequest(model="other/3", triples=[pb.Triple(head=entity(1), relation=relation(1), tail=entity(2))]), NOT_FOUND, "other/3"),
+    (
+        "ScoreTriples",
+        pb.ScoreTriplesRequest(
+            model="other/3", triples=[pb.Triple(head=entity(1), relation=relation(1), tail=entity(2))]
+        ),
+        NOT_FOUND,
+        "other/3",
+    ),
     ("GetEntityEmbeddings", pb.GetEntityEmbeddingsRequest(entities=[entity(1), "_:b0"]), NOT_FOUND, "_:b0"),
     ("GetEntityEmbeddings", pb.GetEntityEmbeddingsRequest(entities=[entity(1)] * 17), INVALID, "got 17"),
     ("GetEntityEmbeddings", pb.GetEntityEmbeddingsRequest(entities=[]), INVALID, "got 0"),

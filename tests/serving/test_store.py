@@ -29,7 +29,9 @@ def write_graph(directory: Path, snapshot: Snapshot) -> list[Path]:
         files.append(path)
     labels = directory / "labels.nt"
     labels.write_text(
-        "".join(f'<{entity(i)}> <{LABEL}> "Entity {i}"@en .\n<{entity(i)}> <{LABEL}> "Ding {i}"@de .\n' for i in range(60))
+        "".join(
+            f'<{entity(i)}> <{LABEL}> "Entity {i}"@en .\n<{entity(i)}> <{LABEL}> "Ding {i}"@de .\n' for i in range(60)
+        )
     )
     return [*files, labels]
 
@@ -61,7 +63,9 @@ def test_filter_known_uses_the_stored_graph_and_labels_come_from_it(db_url: str,
                 every = client.predict_tails(queries, k=n)
                 kept = client.predict_tails(queries, k=n, filter_known=True)
         for query, all_rows, kept_rows in zip(queries, every.results, kept.results):
-            assert [r.entity for r in kept_rows] == [r.entity for r in all_rows if r.entity not in known.get(query, set())]
+            assert [r.entity for r in kept_rows] == [
+                r.entity for r in all_rows if r.entity not in known.get(query, set())
+            ]
 
     with running_server({"toy@champion": (bundle, "toy/1")}, store_url=db_url) as server:
         head, rel = queries[0]
@@ -69,14 +73,20 @@ def test_filter_known_uses_the_stored_graph_and_labels_come_from_it(db_url: str,
         env = {**os.environ, "KGSERVER_HOME": str(tmp_path)}
         printed = subprocess.run(
             [*command, "-k", "3", "--server", server.address, "--db", db_url, "--json"],
-            capture_output=True, text=True, timeout=120, env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         assert printed.returncode == 0, printed.stderr
         rows = json.loads(printed.stdout)["results"]
         assert [row["label"] for row in rows] == [f"Entity {row['entity'].rsplit('/', 1)[1]}" for row in rows]
         table = subprocess.run(
             [*command, "-k", "3", "--server", server.address, "--db", db_url],
-            capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, "COLUMNS": "200"},
         )
         assert table.returncode == 0, table.stderr
         assert "label" in table.stdout and "Entity " in table.stdout

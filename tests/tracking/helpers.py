@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,9 @@ def train(model: KGModel, snapshot: Snapshot, config: TrainConfig, observer: Any
         model.train()
         optimizer.zero_grad()
         entity_emb, relation_emb = model.encode(graph)
-        loss = F.binary_cross_entropy_with_logits(model.score(entity_emb[heads], relation_emb[relations], entity_emb), targets)
+        loss = F.binary_cross_entropy_with_logits(
+            model.score(entity_emb[heads], relation_emb[relations], entity_emb), targets
+        )
         loss.backward()
         optimizer.step()
         valid = evaluate(model, graph, snapshot.valid, known, snapshot.num_entities, R)
@@ -137,7 +140,9 @@ def serving_process(
             deadline = time.monotonic() + timeout
             while True:
                 if process.poll() is not None:
-                    raise AssertionError(f"{command[:3]} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+                    raise AssertionError(
+                        f"{command[:3]} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+                    )
                 try:
                     with urllib.request.urlopen(url, timeout=2) as response:
                         if response.status == 200:

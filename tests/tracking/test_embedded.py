@@ -20,10 +20,14 @@ from kgserver.errors import ModelNotFound, UnsafeArtifact
 from kgserver.graph import Snapshot
 from kgserver.tracking import embedded_tracking_uri, save_untracked
 
-from .helpers import PLUGIN, HPARAMS, tail_scores, track_training
+from .helpers import HPARAMS, PLUGIN, tail_scores, track_training
 
 NAME = "tiny-rgcn"
-FINAL_KEYS = [f"{split}_{key}" for split in ("test", "valid") for key in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank")]
+FINAL_KEYS = [
+    f"{split}_{key}"
+    for split in ("test", "valid")
+    for key in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank")
+]
 EPOCH_KEYS = ("loss", "valid_mrr", "valid_hits_at_1", "valid_hits_at_3", "valid_hits_at_10")
 
 runner = CliRunner()
@@ -177,7 +181,10 @@ def test_load_by_alias_version_and_run_is_bit_identical(tracked: SimpleNamespace
     )
     by_run = models.load(f"runs:/{tracked.runs[1].run_id}/model")
     assert by_run.version == f"runs:/{tracked.runs[1].run_id}/model"
-    assert torch.equal(by_run.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]), second.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]))
+    assert torch.equal(
+        by_run.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]),
+        second.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]),
+    )
 
     cli("models", "promote", NAME, "2")
     assert models.resolve(f"{NAME}@champion") == f"{NAME}/2"  # what a serving poller sees
@@ -185,7 +192,9 @@ def test_load_by_alias_version_and_run_is_bit_identical(tracked: SimpleNamespace
     assert models.resolve(f"{NAME}@champion") == f"{NAME}/1"
 
 
-def test_pyfunc_flavor_answers_top_k_tails(tracked: SimpleNamespace, snapshot: Snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyfunc_flavor_answers_top_k_tails(
+    tracked: SimpleNamespace, snapshot: Snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow.pyfunc
 
     cli("models", "promote", NAME, "1")
@@ -245,7 +254,9 @@ def test_untracked_bundle_saves_under_home_and_loads_by_path(home: Path, snapsho
     assert models.resolve(str(path)) == str(path)
     loaded = models.load(str(path))
     assert loaded.version == str(path)
-    assert torch.equal(loaded.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]), tail_scores(result.model, snapshot))
+    assert torch.equal(
+        loaded.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]), tail_scores(result.model, snapshot)
+    )
 
 
 def test_ui_with_a_tracking_server_points_to_it(home: Path) -> None:
@@ -259,10 +270,9 @@ def test_training_that_raises_leaves_a_failed_run_and_no_version(tracked: Simple
     from .helpers import TrainConfig, new_model
 
     run = TrainingRun.start(new_model(snapshot), snapshot, TrainConfig(), register_as="never-registered")
-    with pytest.raises(RuntimeError, match="diverged"):
-        with run:
-            run.on_epoch_end(1, {"loss": 0.9})
-            raise RuntimeError("diverged")
+    with pytest.raises(RuntimeError, match="diverged"), run:
+        run.on_epoch_end(1, {"loss": 0.9})
+        raise RuntimeError("diverged")
     recorded = tracked.client.get_run(run.run_id)
     assert recorded.info.status == "FAILED" and recorded.data.metrics["loss"] == pytest.approx(0.9)
     assert run.registered_version is None

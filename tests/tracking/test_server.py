@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -41,15 +41,22 @@ def server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = [
         script("mlflow"),
         "server",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     uri = f"http://127.0.0.1:{port}"
     # Ready when the REST API answers (the health route answers earlier, before the store is warm).
-    with serving_process(command, f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", root / "server.log", quiet_env()):
+    with serving_process(
+        command, f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", root / "server.log", quiet_env()
+    ):
         yield uri
 
 
@@ -76,7 +83,9 @@ def test_run_registry_and_load_over_http(server_uri: str, module_home: Path, sna
     assert json.loads(shown.output)["params"]["embedding_dim"] == "16"
     compared = runner.invoke(app, ["models", "compare", "served-tiny", "--json", "--tracking-uri", server_uri])
     assert compared.exit_code == 0, compared.output
-    assert json.loads(compared.output)["versions"][0]["metrics"]["test_mrr"] == pytest.approx(result.metrics["test_mrr"])
+    assert json.loads(compared.output)["versions"][0]["metrics"]["test_mrr"] == pytest.approx(
+        result.metrics["test_mrr"]
+    )
 
     loaded = models.load("served-tiny@champion", tracking_uri=server_uri)
     assert loaded.version == "served-tiny/1"

@@ -58,9 +58,13 @@ def test_ui_shows_registered_model_and_version(home: Path, tmp_path: Path, snaps
     log = tmp_path / "ui" / "ui.log"
     log.parent.mkdir()
     command = [script("kgserver"), "ui", "--host", "127.0.0.1", "--port", str(port)]
-    with serving_process(command, f"http://127.0.0.1:{port}/health", log, quiet_env(KGSERVER_HOME=str(home)), timeout=300):
+    with serving_process(
+        command, f"http://127.0.0.1:{port}/health", log, quiet_env(KGSERVER_HOME=str(home)), timeout=300
+    ):
         first_line = log.read_text().splitlines()[0]
-        assert first_line == f"MLflow UI for sqlite:///{home / 'mlflow.db'} at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
+        assert (
+            first_line == f"MLflow UI for sqlite:///{home / 'mlflow.db'} at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
+        )
         page = f"http://127.0.0.1:{port}/#/models/{NAME}"
         dom = browse(page, tmp_path / "profile-dom", "--dump-dom").stdout
         (tmp_path / "model-page.html").write_text(dom)

@@ -22,7 +22,11 @@ from .conftest import mirrored_snapshot
 KGSERVER = str(Path(sys.executable).parent / "kgserver")
 EX = "http://example.org/"
 SMALL = ["embedding_dim=32", "decoder=distmult", "batch_size=64", "learning_rate=0.05"]
-FLAT_KEYS = [f"{split}_{metric}" for split in ("test", "valid") for metric in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank")]
+FLAT_KEYS = [
+    f"{split}_{metric}"
+    for split in ("test", "valid")
+    for metric in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank")
+]
 
 
 def kgserver(*args: str, home: Path, threads: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -49,8 +53,22 @@ def test_train_json_reports_flat_metrics(db_url: str, tmp_path: Path) -> None:
     import_toy(db_url, tmp_path)
     settings = [arg for item in SMALL for arg in ("--set", item)]
     done = kgserver(
-        "train", "--graph", "toy", "--model", "compgcn", "--epochs", "6", "--eval-every", "3",
-        "--threads", "1", "--db", db_url, "--json", *settings, home=tmp_path,
+        "train",
+        "--graph",
+        "toy",
+        "--model",
+        "compgcn",
+        "--epochs",
+        "6",
+        "--eval-every",
+        "3",
+        "--threads",
+        "1",
+        "--db",
+        db_url,
+        "--json",
+        *settings,
+        home=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)  # exactly one JSON object on stdout
@@ -91,8 +109,18 @@ def test_evaluate_reproduces_the_training_metrics(tmp_path: Path) -> None:
     result = train(model, snapshot, TrainConfig(epochs=4, eval_every=2))
     bundle = save_bundle(tmp_path / "bundle", result.model, snapshot)
     done = kgserver(
-        "evaluate", "--model", str(bundle), "--graph", "toy", "--split", "test", "--db", db_url, "--json",
-        home=tmp_path, threads=torch.get_num_threads(),  # the same summation order as the training run
+        "evaluate",
+        "--model",
+        str(bundle),
+        "--graph",
+        "toy",
+        "--split",
+        "test",
+        "--db",
+        db_url,
+        "--json",
+        home=tmp_path,
+        threads=torch.get_num_threads(),  # the same summation order as the training run
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -17,7 +17,9 @@ SMALL = ["embedding_dim=32", "decoder=distmult", "batch_size=64", "learning_rate
 def build(name: str, snapshot: Snapshot, *assignments: str, seed: int = 0) -> KGModel:
     seed_everything(seed)
     cls = get_model(name)
-    return cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.parse_assignments([*SMALL, *assignments]))
+    return cls(
+        snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.parse_assignments([*SMALL, *assignments])
+    )
 
 
 def untrained_test_mrr(model: KGModel, snapshot: Snapshot) -> float:

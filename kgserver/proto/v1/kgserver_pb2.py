@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kgserver/proto/v1/kgserver.proto\x12\x0bkgserver.v1\")\n\x05Query\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x10\n\x08relation\x18\x02 \x01(\t\"e\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x07queries\x18\x02 \x03(\x0b\x32\x12.kgserver.v1.Query\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x14\n\x0c\x66ilter_known\x18\x04 \x01(\x08\"-\n\x0cScoredEntity\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0bPredictions\x12+\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x19.kgserver.v1.ScoredEntity\"S\n\x0fPredictResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.kgserver.v1.Predictions\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"6\n\x06Triple\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\x10\n\x08relation\x18\x02 \x01(\t\x12\x0c\n\x04tail\x18\x03 \x01(\t\"J\n\x13ScoreTriplesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x07triples\x18\x02 \x03(\x0b\x32\x13.kgserver.v1.Triple\"=\n\x14ScoreTriplesResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"=\n\x1aGetEntityEmbeddingsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x65ntities\x18\x02 \x03(\t\"+\n\tEmbedding\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"`\n\x1bGetEntityEmbeddingsResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.kgserver.v1.Embedding\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"\xa1\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x14\n\x0cnum_entities\x18\x04 \x01(\x05\x12\x15\n\rnum_relations\x18\x05 \x01(\x05\x12\x15\n\rembedding_dim\x18\x06 \x01(\x05\x12\x12\n\nis_default\x18\x07 \x01(\x08\x12\r\n\x05graph\x18\x08 \x01(\t\"^\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.kgserver.v1.ModelInfo\x12\r\n\x05max_k\x18\x02 \x01(\x05\x12\x11\n\tmax_batch\x18\x03 \x01(\x05\x32\xbe\x03\n\x18KnowledgeGraphCompletion\x12I\n\x0cPredictTails\x12\x1b.kgserver.v1.PredictRequest\x1a\x1c.kgserver.v1.PredictResponse\x12I\n\x0cPredictHeads\x12\x1b.kgserver.v1.PredictRequest\x1a\x1c.kgserver.v1.PredictResponse\x12S\n\x0cScoreTriples\x12 .kgserver.v1.ScoreTriplesRequest\x1a!.kgserver.v1.ScoreTriplesResponse\x12h\n\x13GetEntityEmbeddings\x12\'.kgserver.v1.GetEntityEmbeddingsRequest\x1a(.kgserver.v1.GetEntityEmbeddingsResponse\x12M\n\nListModels\x12\x1e.kgserver.v1.ListModelsRequest\x1a\x1f.kgserver.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kgserver/proto/v1/kgserver.proto\x12\x0bkgserver.v1\")\n\x05Query\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x10\n\x08relation\x18\x02 \x01(\t\"w\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x07queries\x18\x02 \x03(\x0b\x32\x12.kgserver.v1.Query\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x14\n\x0c\x66ilter_known\x18\x04 \x01(\x08\x12\x10\n\x08language\x18\x05 \x01(\t\"P\n\x0cScoredEntity\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\x12\n\nnew_entity\x18\x04 \x01(\x08\":\n\x0bPredictions\x12+\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x19.kgserver.v1.ScoredEntity\"k\n\x0fPredictResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.kgserver.v1.Predictions\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0estore_revision\x18\x03 \x01(\x03\"6\n\x06Triple\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\x10\n\x08relation\x18\x02 \x01(\t\x12\x0c\n\x04tail\x18\x03 \x01(\t\"J\n\x13ScoreTriplesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x07triples\x18\x02 \x03(\x0b\x32\x13.kgserver.v1.Triple\"U\n\x14ScoreTriplesResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0estore_revision\x18\x03 \x01(\x03\"=\n\x1aGetEntityEmbeddingsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x65ntities\x18\x02 \x03(\t\"+\n\tEmbedding\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"x\n\x1bGetEntityEmbeddingsResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.kgserver.v1.Embedding\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x16\n\x0estore_revision\x18\x03 \x01(\x03\"\x13\n\x11ListModelsRequest\"\xa1\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x14\n\x0cnum_entities\x18\x04 \x01(\x05\x12\x15\n\rnum_relations\x18\x05 \x01(\x05\x12\x15\n\rembedding_dim\x18\x06 \x01(\x05\x12\x12\n\nis_default\x18\x07 \x01(\x08\x12\r\n\x05graph\x18\x08 \x01(\t\"^\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.kgserver.v1.ModelInfo\x12\r\n\x05max_k\x18\x02 \x01(\x05\x12\x11\n\tmax_batch\x18\x03 \x01(\x05\"a\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x06triple\x18\x02 \x01(\x0b\x32\x13.kgserver.v1.Triple\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08language\x18\x04 \x01(\t\"\x92\x01\n\x08\x45vidence\x12#\n\x06triple\x18\x01 \x01(\x0b\x32\x13.kgserver.v1.Triple\x12\x0e\n\x06weight\x18\x02 \x01(\x02\x12\x12\n\nhead_label\x18\x03 \x01(\t\x12\x16\n\x0erelation_label\x18\x04 \x01(\t\x12\x12\n\ntail_label\x18\x05 \x01(\t\x12\x11\n\tattention\x18\x06 \x03(\x02\"A\n\x0c\x45videncePath\x12!\n\x04hops\x18\x01 \x03(\x0b\x32\x13.kgserver.v1.Triple\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\xc0\x01\n\x0f\x45xplainResponse\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\'\n\x08\x65vidence\x18\x03 \x03(\x0b\x32\x15.kgserver.v1.Evidence\x12(\n\x05paths\x18\x04 \x03(\x0b\x32\x19.kgserver.v1.EvidencePath\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x16\n\x0estore_revision\x18\x06 \x01(\x03\x12\x0e\n\x06method\x18\x07 \x01(\t2\x8e\x04\n\x18KnowledgeGraphCompletion\x12I\n\x0cPredictTails\x12\x1b.kgserver.v1.PredictRequest\x1a\x1c.kgserver.v1.PredictResponse\x12I\n\x0cPredictHeads\x12\x1b.kgserver.v1.PredictRequest\x1a\x1c.kgserver.v1.PredictResponse\x12S\n\x0cScoreTriples\x12 .kgserver.v1.ScoreTriplesRequest\x1a!.kgserver.v1.ScoreTriplesResponse\x12h\n\x13GetEntityEmbeddings\x12\'.kgserver.v1.GetEntityEmbeddingsRequest\x1a(.kgserver.v1.GetEntityEmbeddingsResponse\x12M\n\nListModels\x12\x1e.kgserver.v1.ListModelsRequest\x1a\x1f.kgserver.v1.ListModelsResponse\x12N\n\x11\x45xplainPrediction\x12\x1b.kgserver.v1.ExplainRequest\x1a\x1c.kgserver.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERY']._serialized_start=49
   _globals['_QUERY']._serialized_end=90
   _globals['_PREDICTREQUEST']._serialized_start=92
-  _globals['_PREDICTREQUEST']._serialized_end=193
-  _globals['_SCOREDENTITY']._serialized_start=195
-  _globals['_SCOREDENTITY']._serialized_end=240
-  _globals['_PREDICTIONS']._serialized_start=242
-  _globals['_PREDICTIONS']._serialized_end=300
-  _globals['_PREDICTRESPONSE']._serialized_start=302
-  _globals['_PREDICTRESPONSE']._serialized_end=385
-  _globals['_TRIPLE']._serialized_start=387
-  _globals['_TRIPLE']._serialized_end=441
-  _globals['_SCORETRIPLESREQUEST']._serialized_start=443
-  _globals['_SCORETRIPLESREQUEST']._serialized_end=517
-  _globals['_SCORETRIPLESRESPONSE']._serialized_start=519
-  _globals['_SCORETRIPLESRESPONSE']._serialized_end=580
-  _globals['_GETENTITYEMBEDDINGSREQUEST']._serialized_start=582
-  _globals['_GETENTITYEMBEDDINGSREQUEST']._serialized_end=643
-  _globals['_EMBEDDING']._serialized_start=645
-  _globals['_EMBEDDING']._serialized_end=688
-  _globals['_GETENTITYEMBEDDINGSRESPONSE']._serialized_start=690
-  _globals['_GETENTITYEMBEDDINGSRESPONSE']._serialized_end=786
-  _globals['_LISTMODELSREQUEST']._serialized_start=788
-  _globals['_LISTMODELSREQUEST']._serialized_end=807
-  _globals['_MODELINFO']._serialized_start=810
-  _globals['_MODELINFO']._serialized_end=971
-  _globals['_LISTMODELSRESPONSE']._serialized_start=973
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1067
-  _globals['_KNOWLEDGEGRAPHCOMPLETION']._serialized_start=1070
-  _globals['_KNOWLEDGEGRAPHCOMPLETION']._serialized_end=1516
+  _globals['_PREDICTREQUEST']._serialized_end=211
+  _globals['_SCOREDENTITY']._serialized_start=213
+  _globals['_SCOREDENTITY']._serialized_end=293
+  _globals['_PREDICTIONS']._serialized_start=295
+  _globals['_PREDICTIONS']._serialized_end=353
+  _globals['_PREDICTRESPONSE']._serialized_start=355
+  _globals['_PREDICTRESPONSE']._serialized_end=462
+  _globals['_TRIPLE']._serialized_start=464
+  _globals['_TRIPLE']._serialized_end=518
+  _globals['_SCORETRIPLESREQUEST']._serialized_start=520
+  _globals['_SCORETRIPLESREQUEST']._serialized_end=594
+  _globals['_SCORETRIPLESRESPONSE']._serialized_start=596
+  _globals['_SCORETRIPLESRESPONSE']._serialized_end=681
+  _globals['_GETENTITYEMBEDDINGSREQUEST']._serialized_start=683
+  _globals['_GETENTITYEMBEDDINGSREQUEST']._serialized_end=744
+  _globals['_EMBEDDING']._serialized_start=746
+  _globals['_EMBEDDING']._serialized_end=789
+  _globals['_GETENTITYEMBEDDINGSRESPONSE']._serialized_start=791
+  _globals['_GETENTITYEMBEDDINGSRESPONSE']._serialized_end=911
+  _globals['_LISTMODELSREQUEST']._serialized_start=913
+  _globals['_LISTMODELSREQUEST']._serialized_end=932
+  _globals['_MODELINFO']._serialized_start=935
+  _globals['_MODELINFO']._serialized_end=1096
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1098
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1192
+  _globals['_EXPLAINREQUEST']._serialized_start=1194
+  _globals['_EXPLAINREQUEST']._serialized_end=1291
+  _globals['_EVIDENCE']._serialized_start=1294
+  _globals['_EVIDENCE']._serialized_end=1440
+  _globals['_EVIDENCEPATH']._serialized_start=1442
+  _globals['_EVIDENCEPATH']._serialized_end=1507
+  _globals['_EXPLAINRESPONSE']._serialized_start=1510
+  _globals['_EXPLAINRESPONSE']._serialized_end=1702
+  _globals['_KNOWLEDGEGRAPHCOMPLETION']._serialized_start=1705
+  _globals['_KNOWLEDGEGRAPHCOMPLETION']._serialized_end=2231
 # @@protoc_insertion_point(module_scope)

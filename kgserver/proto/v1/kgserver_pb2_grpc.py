@@ -59,6 +59,11 @@ class KnowledgeGraphCompletionStub:
                 request_serializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ExplainPrediction = channel.unary_unary(
+                '/kgserver.v1.KnowledgeGraphCompletion/ExplainPrediction',
+                request_serializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class KnowledgeGraphCompletionServicer:
@@ -99,6 +104,13 @@ class KnowledgeGraphCompletionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainPrediction(self, request, context):
+        """Why a triple scores as it does: the training triples and paths its prediction depends on most.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KnowledgeGraphCompletionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_KnowledgeGraphCompletionServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ListModelsRequest.FromString,
                     response_serializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ExplainPrediction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainPrediction,
+                    request_deserializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ExplainRequest.FromString,
+                    response_serializer=kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class KnowledgeGraphCompletion:
             '/kgserver.v1.KnowledgeGraphCompletion/ListModels',
             kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ListModelsRequest.SerializeToString,
             kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainPrediction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kgserver.v1.KnowledgeGraphCompletion/ExplainPrediction',
+            kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ExplainRequest.SerializeToString,
+            kgserver_dot_proto_dot_v1_dot_kgserver__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
