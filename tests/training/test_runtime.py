@@ -8,24 +8,28 @@ import sys
 
 import pytest
 
-# In a fresh interpreter, so the process-wide setting does not leak into other tests: page
-# faults of five steps that allocate, write and free 64 MB, before and after the call, each
-# after five warm-up steps (the heap takes a few steps to grow room for the block).
+# In a fresh interpreter, so the process-wide setting does not leak into other tests: the
+# median page faults of seven steps that allocate, write and free 64 MB, before and after the
+# call, each after five warm-up steps (the heap takes a few steps to grow room for the block).
+# The median, because a single step can still be served by a fresh mapping now and then (seen
+# once in CI: one block faulted in again among five steps).
 FAULTS_WITHOUT_AND_WITH = """
-import resource, torch
+import resource, statistics, torch
 from kgserver.training.runtime import retain_freed_memory
 
-def faults_of_five_steps():
+def median_faults_per_step():
     for _ in range(5):
         torch.ones(64 * 2**20 // 4)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
+    faults = []
+    for _ in range(7):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.ones(64 * 2**20 // 4)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(faults)
 
-default = faults_of_five_steps()
+default = median_faults_per_step()
 retain_freed_memory()
-print(default, faults_of_five_steps())
+print(default, median_faults_per_step())
 """
 
 
@@ -33,5 +37,6 @@ print(default, faults_of_five_steps())
 def test_retained_memory_is_reused_without_faulting_it_in_again() -> None:
     out = subprocess.run([sys.executable, "-c", FAULTS_WITHOUT_AND_WITH], check=True, capture_output=True, text=True)
     default, retained = map(int, out.stdout.split())
-    assert default > 5 * 10_000  # glibc maps a fresh 64 MB block each time and faults it in page by page
-    assert retained < default / 100
+    block_pages = 64 * 2**20 // 4096
+    assert default > block_pages / 2  # glibc maps a fresh 64 MB block each time and faults it in page by page
+    assert retained < block_pages / 100
