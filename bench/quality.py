@@ -58,6 +58,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--parallel", type=int, default=2, help="trainings at a time")
     parser.add_argument("--home", type=Path, help="KGSERVER_HOME to use (default: a scratch directory)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a hyperparameter passed to every training as `kgserver train --set` (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
@@ -77,7 +81,7 @@ def main() -> None:
                 name = queue.pop(0)
                 command = ["train", "--graph", args.dataset, "--model", name, "--epochs", "1000",
                            "--max-minutes", f"{args.max_minutes:g}", "--threads", str(args.threads),
-                           "--json"]  # fmt: skip
+                           "--json", *(f"--set={item}" for item in args.set)]  # fmt: skip
                 running.append((name, command, time.monotonic(), kgserver(home, *command)))
                 time.sleep(1)  # distinct MLflow run start times, tidier logs
             name, command, started, process = running.pop(0)
@@ -85,8 +89,9 @@ def main() -> None:
             summary["wall_minutes"] = (time.monotonic() - started) / 60
             results.append((name, command, summary))
             print(f"$ kgserver {' '.join(command)}\n{json.dumps(summary)}", flush=True)
+    settings = "default hyperparameters" + "".join(f", {item}" for item in args.set)
     print(
-        f"\n{args.dataset}, default hyperparameters, {args.threads} thread(s) per training, "
+        f"\n{args.dataset}, {settings}, {args.threads} thread(s) per training, "
         f"{args.parallel} at a time, at most {args.max_minutes:g} minutes each"
     )
     print(
