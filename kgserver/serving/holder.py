@@ -166,16 +166,24 @@ class ModelHolder:
             self._warm(model)
         return model
 
-
     def replace(self, old: ServedModel, new: ServedModel) -> bool:
-        """Swap ``new`` in for ``old`` (the same version at a newer store state) exactly as a
-        version swap is done; refused (False) if ``old`` is no longer what its reference serves,
-        so a store update never undoes a version swap that happened meanwhile."""
+        """Warm ``new`` and swap it in for ``old`` (the same version at a newer store state)
+        exactly as a version swap is done; refused (False) if ``old`` is no longer what its
+        reference serves, so a store update never undoes a version swap that happened meanwhile.
+        A warm-up failure raises and leaves ``old`` served."""
+        if self._warm is not None:
+            self._warm(new)
         with self._write_lock:
             if self._served.get(old.ref) is not old:
                 return False
             self._served = {**self._served, new.ref: new}
             return True
+
+    def rebuild(self, old: ServedModel) -> ServedModel | None:
+        """Build ``old``'s version again (from the store as it is now) and :meth:`replace` ``old``
+        with it; the new state, or None if ``old`` was swapped out meanwhile."""
+        new = self._build(old.ref, old.version)
+        return new if self.replace(old, new) else None
 
     def _install(self, model: ServedModel) -> None:
         with self._write_lock:

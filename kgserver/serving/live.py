@@ -1,27 +1,145 @@
-"""Entity embeddings for a graph that changed after training, recomputing only what changed.
+"""A served state extended by what the store added, and the embeddings that recomputes.
 
-An ``L``-layer encoder gives an entity an embedding from its ``L``-hop
-neighbourhood. When triples are added (or removed) and entities appear, only the
-entities within ``L`` hops of a touched node (a new entity, an endpoint of a
-changed triple) can have a different embedding; every other row of the served
-model's embeddings stays valid. :func:`reencode` encodes just those entities, on
-the blocks :func:`kgserver.explain.neighbourhood.neighbourhood` draws from the
-current message graph, which give exactly the embeddings the whole graph gives.
-New entities' input is the model's learned "unseen" vector (see the plugin
+:func:`extended` takes a served state and a graph's :class:`GraphChanges` to the
+next state (see :mod:`kgserver.serving.watcher` for what that means for answers);
+it is how a server starts from a store too (see
+:func:`kgserver.serving.source.served_model`), so entities imported between
+training and serving are treated exactly like those imported while serving.
+
+:func:`reencode` computes the embeddings, recomputing only what changed. An ``L``-layer
+encoder gives an entity an embedding from its ``L``-hop neighbourhood. When triples are
+added (or removed) and entities appear, only the entities within ``L`` hops of a touched
+node (a new entity, an endpoint of a changed triple) can have a different embedding;
+every other row of the served model's embeddings stays valid. :func:`reencode` encodes
+just those entities, on the blocks :func:`kgserver.explain.neighbourhood.neighbourhood`
+draws from the current message graph, which give exactly the embeddings the whole graph
+gives. New entities' input is the model's learned "unseen" vector (see the plugin
 contract's ``embeds_unseen_entities``).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
 import dgl
 import torch
 from torch import Tensor
 
-from kgserver.errors import UnseenEntityUnsupported, UnseenRelationUnsupported
+from kgserver.errors import KGServerError, UnseenEntityUnsupported, UnseenRelationUnsupported
 from kgserver.explain.neighbourhood import neighbourhood
+from kgserver.graph.index import TripleIndex
 from kgserver.graph.snapshot import message_graph
 from kgserver.graph.vocabulary import Vocabulary
 from kgserver.serving.served import ServedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GraphChanges:
+    """What a graph gained after some revision, up to ``revision``: ``triples`` (``[n, 3]``
+    int64 ids of ``vocabulary``, the entities and relations they use), the graph's labels now,
+    and the creation time of the graph they belong to (see :class:`kgserver.store.GraphState`)."""
+
+    revision: int
+    created_at: datetime | None
+    vocabulary: Vocabulary
+    triples: Tensor
+    labels: Mapping[str, Mapping[str, str]]
+
+
+Reencoder = Callable[[ServedModel, Vocabulary, Tensor, Tensor], Tensor]
+"""``reencode(served, vocabulary, message_triples, touched) -> entity embeddings`` for the
+extended vocabulary (:func:`reencode`, or a stand-in in tests)."""
+
+
+def extended(served: ServedModel, changes: GraphChanges, reencode: Reencoder | None) -> ServedModel:
+    """``served`` plus the triples in ``changes``, at ``changes.revision`` (see the module doc)."""
+    old = served.vocabulary
+    names = changes.vocabulary
+    heads = [names.entities[i] for i in changes.triples[:, 0].tolist()]
+    relations = [names.relations[i] for i in changes.triples[:, 1].tolist()]
+    tails = [names.entities[i] for i in changes.triples[:, 2].tolist()]
+    unseen_relations = {r for r in relations if not old.has_relation(r)}
+    usable = [i for i, r in enumerate(relations) if r not in unseen_relations]
+    new_entities = list(
+        dict.fromkeys(iri for i in usable for iri in (heads[i], tails[i]) if not old.has_entity(iri))
+    )
+    if reencode is not None:
+        try:
+            return _reencoded(served, changes, reencode, old.with_entities(new_entities),
+                              (heads, relations, tails, usable), unseen_relations)  # fmt: skip
+        except KGServerError as error:  # the plugin cannot embed unseen entities: its typed refusal
+            log.warning("%s: %s; new entities will answer NOT_FOUND until the model is retrained", served.ref, error)
+    # No re-encoding: new triples among known entities only extend the filter (the message
+    # graph stays what the embeddings were computed from); new entities are not embeddable.
+    among_known = [i for i in usable if old.has_entity(heads[i]) and old.has_entity(tails[i])]
+    added = _id_triples(old, heads, relations, tails, among_known)
+    known_triples = torch.cat([served.known_triples, added])
+    return replace(
+        served,
+        known=TripleIndex.build(known_triples, old.num_relations) if len(added) else served.known,
+        known_triples=known_triples,
+        store_revision=changes.revision,
+        store_created_at=changes.created_at,
+        labels=changes.labels,
+        unembeddable=served.unembeddable | frozenset(new_entities),
+        unseen_relations=served.unseen_relations | unseen_relations,
+    )
+
+
+def _id_triples(
+    vocabulary: Vocabulary, heads: list[str], relations: list[str], tails: list[str], rows: list[int]
+) -> Tensor:
+    """The triples at ``rows`` of the three IRI columns, as ``[n, 3]`` ids of ``vocabulary``."""
+    ids = [
+        vocabulary.entity_ids([heads[i] for i in rows]),
+        vocabulary.relation_ids([relations[i] for i in rows]),
+        vocabulary.entity_ids([tails[i] for i in rows]),
+    ]
+    return torch.tensor(ids, dtype=torch.int64).T.reshape(-1, 3).contiguous()
+
+
+def _reencoded(
+    served: ServedModel,
+    changes: GraphChanges,
+    reencode: Reencoder,
+    vocabulary: Vocabulary,
+    named: tuple[list[str], list[str], list[str], list[int]],
+    unseen_relations: set[str],
+) -> ServedModel:
+    """:func:`extended` with new entities appended (``vocabulary``) and the touched neighbourhoods re-encoded."""
+    heads, relations, tails, usable = named
+    added = _id_triples(vocabulary, heads, relations, tails, usable)
+    known_triples = torch.cat([served.known_triples, added])
+    message_triples = torch.cat([served.train_triples, added]) if len(added) else served.train_triples
+
+    entity_emb = served.entity_emb
+    if len(added):
+        touched = torch.unique(torch.cat([added[:, 0], added[:, 2]]))
+        with torch.inference_mode():
+            entity_emb = reencode(served, vocabulary, message_triples, touched).detach().contiguous()
+        if entity_emb.shape[0] != vocabulary.num_entities:
+            raise RuntimeError(
+                f"reencode returned {entity_emb.shape[0]} embeddings for {vocabulary.num_entities} entities"
+            )
+    new_entities = frozenset(vocabulary.entities[served.vocabulary.num_entities :])
+    return replace(
+        served,
+        vocabulary=vocabulary,
+        entity_emb=entity_emb,
+        known=TripleIndex.build(known_triples, vocabulary.num_relations) if len(added) else served.known,
+        known_triples=known_triples,
+        train_triples=message_triples,
+        store_revision=changes.revision,
+        store_created_at=changes.created_at,
+        labels=changes.labels,
+        unembeddable=served.unembeddable - new_entities,
+        unseen_relations=served.unseen_relations | unseen_relations,
+    )
 
 
 def reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tensor, touched: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import torch
@@ -60,6 +61,9 @@ class ServedModel:
     """How many entities the model was trained with: ids from here on are new entities."""
     store_revision: int = 0
     """The graph revision of the store state this was built from (0: no store)."""
+    store_created_at: datetime | None = None
+    """When the graph read at ``store_revision`` was created (None: no store); a graph
+    deleted and imported again is another graph, whose revisions count afresh."""
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """``rdfs:label`` by IRI, then by lower-case language tag (``""``: untagged)."""
     language: str = ""
@@ -77,6 +81,7 @@ class ServedModel:
         *,
         also_known: Tensor | None = None,
         store_revision: int = 0,
+        store_created_at: datetime | None = None,
         labels: Mapping[str, Mapping[str, str]] | None = None,
         language: str = "",
     ) -> ServedModel:
@@ -106,6 +111,7 @@ class ServedModel:
             known_triples=known,
             trained_entities=len(loaded.entities),
             store_revision=store_revision,
+            store_created_at=store_created_at,
             labels=labels or {},
             language=language,
         )

@@ -24,8 +24,11 @@ from torch import Tensor
 
 from kgserver.errors import ConfigurationError
 from kgserver.graph.vocabulary import Vocabulary
+from kgserver.serving import live
 from kgserver.serving.holder import Builder, Resolver
+from kgserver.serving.live import GraphChanges, Reencoder, extended
 from kgserver.serving.served import LoadedModelLike, ServedModel
+from kgserver.store import GraphState
 
 
 def registry_source(
@@ -44,13 +47,23 @@ def registry_source(
     return resolve, build
 
 
-def served_model(ref: str, loaded: LoadedModelLike, store_url: str | None, language: str = "") -> ServedModel:
+def served_model(
+    ref: str,
+    loaded: LoadedModelLike,
+    store_url: str | None,
+    language: str = "",
+    reencode: Reencoder | None = live.reencode,
+) -> ServedModel:
     """``loaded`` ready to serve under ``ref``.
 
-    Its known triples are its training triples and, when ``store_url`` is given,
-    every triple of the graph it was trained on as stored there now (validation,
-    test and later imports included), with the graph's labels and the revision
-    that was read.
+    Without a store its known triples are its training triples. With ``store_url``
+    it serves the graph it was trained on as stored there now: the stored triples of
+    the graph's valid and test splits are known (``filter_known`` leaves them out);
+    every other stored triple that is not a training triple is an addition since
+    training and extends the model exactly as the store watcher extends it while
+    serving (:func:`kgserver.serving.live.extended`: known, part of the message graph,
+    new entities embedded from their neighbourhood by ``reencode``). So an entity
+    imported between training and ``serve`` answers like one imported later.
     """
     if store_url is None:
         return ServedModel.build(ref, loaded, language=language)
@@ -61,22 +74,38 @@ def served_model(ref: str, loaded: LoadedModelLike, store_url: str | None, langu
         )
     vocabulary = Vocabulary(loaded.entities, loaded.relations)
     with GraphFollower(store_url) as follower:
-        changes = follower.changes(loaded.graph_name, 0)
-    stored, _ = vocabulary.map_triples(changes.triples, changes.vocabulary)
-    return ServedModel.build(
-        ref, loaded, also_known=stored, store_revision=changes.revision, labels=changes.labels, language=language
-    )
+        stored = follower.changes(loaded.graph_name, 0)
+    held_out, _ = vocabulary.map_triples(stored.triples[stored.held_out], stored.vocabulary)
+    served = ServedModel.build(
+        ref, loaded, also_known=held_out, store_revision=stored.revision,
+        store_created_at=stored.created_at, labels=stored.labels, language=language,
+    )  # fmt: skip
+    rest = stored.triples[~stored.held_out]
+    added = ~_in_vocabulary_triples(rest, stored.vocabulary, vocabulary, served.train_triples)
+    additions = GraphChanges(stored.revision, stored.created_at, stored.vocabulary, rest[added], stored.labels)
+    return extended(served, additions, reencode)
+
+
+def _in_vocabulary_triples(triples: Tensor, names: Vocabulary, vocabulary: Vocabulary, among: Tensor) -> Tensor:
+    """Which of ``triples`` (ids of ``names``) are, in ``vocabulary``'s ids, among ``among``."""
+    entity_map, relation_map = vocabulary.id_maps(names)
+    heads, relations, tails = entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]
+    named = (heads >= 0) & (relations >= 0) & (tails >= 0)
+    entities, num_relations = vocabulary.num_entities, vocabulary.num_relations
+
+    def keys(h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        return (h * num_relations + r) * entities + t
+
+    among = among.long()
+    return named & torch.isin(keys(heads, relations, tails), keys(among[:, 0], among[:, 1], among[:, 2]))
 
 
 @dataclass(frozen=True)
-class GraphChanges:
-    """What a graph gained after some revision, up to ``revision``: ``triples`` (``[n, 3]``
-    int64 ids of ``vocabulary``, the entities and relations they use) and the graph's labels now."""
+class StoredChanges(GraphChanges):
+    """:class:`~kgserver.serving.live.GraphChanges` as read from the store, with ``held_out``
+    (bool ``[n]``): which triples the store keeps in a valid or test split."""
 
-    revision: int
-    vocabulary: Vocabulary
-    triples: Tensor
-    labels: dict[str, dict[str, str]]
+    held_out: Tensor
 
 
 class GraphFollower:
@@ -91,18 +120,21 @@ class GraphFollower:
 
         self._store = open_store(store_url)
 
-    def revision(self, graph: str) -> int:
-        """The graph's revision (:class:`~kgserver.errors.GraphNotFound` if it is gone)."""
-        return self._store.revision(graph)
+    def state(self, graph: str) -> GraphState:
+        """The graph's revision and creation time (:class:`~kgserver.errors.GraphNotFound` if it is gone)."""
+        return self._store.state(graph)
 
-    def changes(self, graph: str, since: int) -> GraphChanges:
+    def changes(self, graph: str, since: int) -> StoredChanges:
         """The triples added to ``graph`` after revision ``since`` (all of it for 0), and its labels."""
+        state = self._store.state(graph)
         stored = self._store.triples_since(graph, since)
-        return GraphChanges(
+        return StoredChanges(
             revision=stored.revision,
+            created_at=state.created_at,
             vocabulary=Vocabulary(stored.entities, stored.relations),
             triples=torch.from_numpy(stored.triples).long().reshape(-1, 3),
             labels=self._store.labels_by_language(graph),
+            held_out=torch.from_numpy(stored.splits >= 1),
         )
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 
 A :class:`StoreWatcher` thread asks the store for the revision of each served
 model's graph every ``refresh_seconds`` (one indexed query per graph; nothing else
-happens when it has not moved). When it moved, :func:`extended` builds a new
+happens when it has not moved). When it moved, :func:`~kgserver.serving.live.extended` builds a new
 immutable :class:`ServedModel` from the old one plus the triples added since:
 
 * the known-triple index includes them (``filter_known`` leaves them out);
@@ -17,114 +17,20 @@ immutable :class:`ServedModel` from the old one plus the triples added since:
 The new state is swapped in through :meth:`ModelHolder.replace`, exactly like a
 version swap: a request uses the one state it fetched from start to end, so no
 answer mixes two revisions, and every answer carries the revision it came from.
+A graph deleted and imported again (its creation time changed) is another graph:
+the version is rebuilt from it as it is now, as at start-up, and swapped in the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import replace
 
-import torch
-from torch import Tensor
-
-from kgserver.errors import KGServerError
-from kgserver.graph.index import TripleIndex
-from kgserver.graph.vocabulary import Vocabulary
 from kgserver.serving.holder import ModelHolder
-from kgserver.serving.served import ServedModel
-from kgserver.serving.source import GraphChanges, GraphFollower
+from kgserver.serving.live import Reencoder, extended
+from kgserver.serving.source import GraphFollower
 
 log = logging.getLogger(__name__)
-
-Reencoder = Callable[[ServedModel, Vocabulary, Tensor, Tensor], Tensor]
-"""``reencode(served, vocabulary, message_triples, touched) -> entity embeddings`` for the
-extended vocabulary (see :mod:`kgserver.serving.live`)."""
-
-
-def extended(served: ServedModel, changes: GraphChanges, reencode: Reencoder | None) -> ServedModel:
-    """``served`` plus the triples in ``changes``, at ``changes.revision`` (see the module doc)."""
-    old = served.vocabulary
-    names = changes.vocabulary
-    heads = [names.entities[i] for i in changes.triples[:, 0].tolist()]
-    relations = [names.relations[i] for i in changes.triples[:, 1].tolist()]
-    tails = [names.entities[i] for i in changes.triples[:, 2].tolist()]
-    unseen_relations = {r for r in relations if not old.has_relation(r)}
-    usable = [i for i, r in enumerate(relations) if r not in unseen_relations]
-    new_entities = list(
-        dict.fromkeys(iri for i in usable for iri in (heads[i], tails[i]) if not old.has_entity(iri))
-    )
-    if reencode is not None:
-        try:
-            return _reencoded(served, changes, reencode, old.with_entities(new_entities),
-                              (heads, relations, tails, usable), unseen_relations)  # fmt: skip
-        except KGServerError as error:  # the plugin cannot embed unseen entities: its typed refusal
-            log.warning("%s: %s; new entities will answer NOT_FOUND until the model is retrained", served.ref, error)
-    # No re-encoding: new triples among known entities only extend the filter (the message
-    # graph stays what the embeddings were computed from); new entities are not embeddable.
-    among_known = [i for i in usable if old.has_entity(heads[i]) and old.has_entity(tails[i])]
-    added = _id_triples(old, heads, relations, tails, among_known)
-    known_triples = torch.cat([served.known_triples, added])
-    return replace(
-        served,
-        known=TripleIndex.build(known_triples, old.num_relations) if len(added) else served.known,
-        known_triples=known_triples,
-        store_revision=changes.revision,
-        labels=changes.labels,
-        unembeddable=served.unembeddable | frozenset(new_entities),
-        unseen_relations=served.unseen_relations | unseen_relations,
-    )
-
-
-def _id_triples(
-    vocabulary: Vocabulary, heads: list[str], relations: list[str], tails: list[str], rows: list[int]
-) -> Tensor:
-    """The triples at ``rows`` of the three IRI columns, as ``[n, 3]`` ids of ``vocabulary``."""
-    ids = [
-        vocabulary.entity_ids([heads[i] for i in rows]),
-        vocabulary.relation_ids([relations[i] for i in rows]),
-        vocabulary.entity_ids([tails[i] for i in rows]),
-    ]
-    return torch.tensor(ids, dtype=torch.int64).T.reshape(-1, 3).contiguous()
-
-
-def _reencoded(
-    served: ServedModel,
-    changes: GraphChanges,
-    reencode: Reencoder,
-    vocabulary: Vocabulary,
-    named: tuple[list[str], list[str], list[str], list[int]],
-    unseen_relations: set[str],
-) -> ServedModel:
-    """:func:`extended` with new entities appended (``vocabulary``) and the touched neighbourhoods re-encoded."""
-    heads, relations, tails, usable = named
-    added = _id_triples(vocabulary, heads, relations, tails, usable)
-    known_triples = torch.cat([served.known_triples, added])
-    message_triples = torch.cat([served.train_triples, added]) if len(added) else served.train_triples
-
-    entity_emb = served.entity_emb
-    if len(added):
-        touched = torch.unique(torch.cat([added[:, 0], added[:, 2]]))
-        with torch.inference_mode():
-            entity_emb = reencode(served, vocabulary, message_triples, touched).detach().contiguous()
-        if entity_emb.shape[0] != vocabulary.num_entities:
-            raise RuntimeError(
-                f"reencode returned {entity_emb.shape[0]} embeddings for {vocabulary.num_entities} entities"
-            )
-    new_entities = frozenset(vocabulary.entities[served.vocabulary.num_entities :])
-    return replace(
-        served,
-        vocabulary=vocabulary,
-        entity_emb=entity_emb,
-        known=TripleIndex.build(known_triples, vocabulary.num_relations) if len(added) else served.known,
-        known_triples=known_triples,
-        train_triples=message_triples,
-        store_revision=changes.revision,
-        labels=changes.labels,
-        unembeddable=served.unembeddable - new_entities,
-        unseen_relations=served.unseen_relations | unseen_relations,
-    )
 
 
 class StoreWatcher:
@@ -156,16 +62,17 @@ class StoreWatcher:
             if not served.graph:
                 continue
             try:
-                revision = self._follower.revision(served.graph)
-                if revision == served.store_revision:
+                state = self._follower.state(served.graph)
+                if state.created_at != served.store_created_at:
+                    rebuilt = self.holder.rebuild(served)
+                    if rebuilt is not None:
+                        swapped.append(rebuilt.store_revision)
+                        log.warning("%s: graph %r was deleted and imported again; rebuilt from it at revision %d",
+                                    served.ref, served.graph, rebuilt.store_revision)
+                    continue
+                if state.revision == served.store_revision:
                     self._failing.pop(served.graph, None)
                     continue
-                if revision < served.store_revision:
-                    # The graph was deleted and imported again: its triples since are unknown.
-                    raise KGServerError(
-                        f"graph {served.graph!r} went back from revision {served.store_revision} to "
-                        f"{revision} (deleted and imported again?); restart the server to reload it"
-                    )
                 changes = self._follower.changes(served.graph, served.store_revision)
                 updated = extended(served, changes, self._reencode)
             except Exception as error:

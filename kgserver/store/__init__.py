@@ -16,12 +16,13 @@ from __future__ import annotations
 from kgserver.config import database_url
 from kgserver.store.engine import backend_of, make_engine, redacted, translated_errors
 from kgserver.store.migrate import is_current, require_current, upgrade
-from kgserver.store.store import DeletedGraph, GraphInfo, Store, StoredGraph
+from kgserver.store.store import DeletedGraph, GraphInfo, GraphState, Store, StoredGraph
 from kgserver.store.terms import TermKind
 
 __all__ = [
     "DeletedGraph",
     "GraphInfo",
+    "GraphState",
     "Store",
     "StoredGraph",
     "TermKind",

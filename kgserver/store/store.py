@@ -67,6 +67,17 @@ class GraphInfo:
         return sum(self.triples.values())
 
 
+@dataclass(frozen=True)
+class GraphState:
+    """Where a graph is in its history: ``revision`` (see :meth:`Store.revision`) within the
+    life of the graph created at ``created_at``. A graph deleted and imported again starts a
+    new life, with its revisions counted again from 0, so two states compare only when their
+    ``created_at`` match."""
+
+    created_at: datetime
+    revision: int
+
+
 @dataclass
 class DeletedGraph:
     """What ``delete_graph`` removed."""
@@ -153,12 +164,19 @@ class Store:
 
     def revision(self, graph: str) -> int:
         """The graph's revision: 0 when empty, incremented by every import that adds
-        triples (committed with them). One primary-key-sized query: cheap to poll."""
+        triples (committed with them)."""
+        return self.state(graph).revision
+
+    def state(self, graph: str) -> GraphState:
+        """The graph's revision and creation time. One query on the unique name index:
+        cheap to poll."""
         with self.engine.connect() as connection:
-            revision = connection.execute(select(Graph.revision).where(Graph.name == graph)).scalar()
-        if revision is None:
+            row = connection.execute(
+                select(Graph.created_at, Graph.revision).where(Graph.name == graph)
+            ).first()
+        if row is None:
             raise GraphNotFound(graph)
-        return int(revision)
+        return GraphState(created_at=row.created_at, revision=int(row.revision))
 
     def triples_since(self, graph: str, revision: int, include_literals: bool = False) -> StoredGraph:
         """The triples imports added to ``graph`` after ``revision``, as :meth:`read_graph`
