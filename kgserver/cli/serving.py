@@ -218,6 +218,8 @@ PrefixOption = typer.Option(
 LanguageOption = typer.Option(
     "", "--language", help="Language (BCP 47) of the labels the server sends (default: the server's setting)."
 )
+RelationOption = typer.Option(..., "--relation", "-r", help="IRI of the relation.")
+AnswersOption = typer.Option(10, "-k", "--k", help="How many answers.")
 
 
 def _client(server: str, tls: bool, tls_ca: Path | None, token_file: Path | None, timeout: float) -> KGClient:
@@ -341,8 +343,8 @@ def _print_predictions(
 @query_app.command("tails")
 def query_tails(
     head: str = typer.Option(..., "--head", help="IRI of the known head."),
-    relation: str = typer.Option(..., "--relation", "-r", help="IRI of the relation."),
-    k: int = typer.Option(10, "-k", "--k", help="How many answers."),
+    relation: str = RelationOption,
+    k: int = AnswersOption,
     filter_known: bool = typer.Option(False, "--filter-known", help="Leave out tails of known triples."),
     model: str = ModelOption,
     server: str = ServerOption,
@@ -366,8 +368,8 @@ def query_tails(
 @query_app.command("heads")
 def query_heads(
     tail: str = typer.Option(..., "--tail", help="IRI of the known tail."),
-    relation: str = typer.Option(..., "--relation", "-r", help="IRI of the relation."),
-    k: int = typer.Option(10, "-k", "--k", help="How many answers."),
+    relation: str = RelationOption,
+    k: int = AnswersOption,
     filter_known: bool = typer.Option(False, "--filter-known", help="Leave out heads of known triples."),
     model: str = ModelOption,
     server: str = ServerOption,

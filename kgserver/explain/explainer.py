@@ -14,7 +14,6 @@ weights of its two message edges.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import dgl
@@ -30,6 +29,7 @@ from kgserver.explain.attribution import (
 )
 from kgserver.explain.neighbourhood import Neighbourhood, neighbourhood
 from kgserver.explain.paths import PATH_CANDIDATES, Triple, best_paths
+from kgserver.graph.index import TripleIndex
 from kgserver.graph.snapshot import message_graph
 from kgserver.registry import KGModel
 
@@ -69,10 +69,6 @@ class Explanation:
     method: str
 
 
-KnownTails = Callable[[int, int], Tensor]
-"""``(head, relation) -> ids of every tail known to hold``, for the filtered rank."""
-
-
 class Explainer:
     """Explanations of one model version's predictions (thread-safe; one at a time per model)."""
 
@@ -82,15 +78,16 @@ class Explainer:
         train_triples: Tensor,
         *,
         embeddings: tuple[Tensor, Tensor] | None = None,
-        known_tails: KnownTails | None = None,
+        known: TripleIndex | None = None,
         method: str | None = None,
     ) -> None:
         """``embeddings`` are the model's full-graph ``(entity_emb, relation_emb)`` (computed here
         when not given); they may cover more entities than the model was trained on (a served
-        state the store extended), and so may ``train_triples``. ``known_tails`` defaults to
-        the training triples' tails; ``method`` defaults to ``gradient`` for plugins that
-        accept edge weights, else ``masking``. The model is put in eval mode: explanations
-        read it as it answers predictions."""
+        state the store extended), and so may ``train_triples``. ``known`` indexes the triples
+        the filtered rank leaves out: a served version passes its own (the one ``filter_known``
+        predictions use); by default it is built here, once, from ``train_triples``. ``method``
+        defaults to ``gradient`` for plugins that accept edge weights, else ``masking``. The
+        model is put in eval mode: explanations read it as it answers predictions."""
         hops = model.receptive_field()
         if hops is None or hops < 1:
             raise ExplanationUnavailable(
@@ -113,9 +110,7 @@ class Explainer:
                 embeddings = model.encode(self.graph)
         self.entity_emb, self.relation_emb = (e.detach() for e in embeddings)
         self._baseline = self.entity_emb.mean(dim=0, keepdim=True).clone()  # a normal tensor, even from inference mode
-        self.known_tails = known_tails or self._training_tails
-        queries = self.train_triples[:, 0] * model.num_relations + self.train_triples[:, 1]
-        self._queries, self._by_query = torch.sort(queries, stable=True)
+        self.known = known if known is not None else TripleIndex.build(self.train_triples, model.num_relations)
         self._lock = threading.Lock()
 
     def explain(self, head: int, relation: int, tail: int, k: int = 10) -> Explanation:
@@ -152,15 +147,11 @@ class Explainer:
             scores = self.model.score(
                 self.entity_emb[head : head + 1], self.relation_emb[relation : relation + 1], self.entity_emb
             )[0]
+        _, known_tails = self.known.lookup(torch.tensor([head]), torch.tensor([relation]))
         competing = torch.ones_like(scores, dtype=torch.bool)
-        competing[self.known_tails(head, relation)] = False
+        competing[known_tails] = False
         target = scores[tail]
         return float(target), 1 + int(((scores > target) & competing).sum())
-
-    def _training_tails(self, head: int, relation: int) -> Tensor:
-        query = torch.tensor([head * self.model.num_relations + relation])
-        start, end = (int(torch.searchsorted(self._queries, query, right=right)) for right in (False, True))
-        return self.train_triples[self._by_query[start:end], 2]
 
     def _attention(self, around: Neighbourhood) -> Tensor | None:
         if not self.model.reports_attention:

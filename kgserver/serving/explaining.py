@@ -12,9 +12,6 @@ from __future__ import annotations
 import threading
 import weakref
 
-import torch
-from torch import Tensor
-
 from kgserver.explain import Explainer, Explanation
 from kgserver.proto.v1 import kgserver_pb2 as pb
 from kgserver.serving.served import ServedModel
@@ -32,7 +29,7 @@ def explainer_of(served: ServedModel) -> Explainer:
                 served.model,
                 served.train_triples,
                 embeddings=(served.entity_emb, served.relation_emb),
-                known_tails=lambda head, relation: _known_tails(served, head, relation),
+                known=served.known,
             )
             _explainers[served] = explainer
         return explainer
@@ -68,8 +65,3 @@ def response(served: ServedModel, explanation: Explanation) -> pb.ExplainRespons
         store_revision=served.store_revision,
         method=explanation.method,
     )
-
-
-def _known_tails(served: ServedModel, head: int, relation: int) -> Tensor:
-    _, tails = served.known.lookup(torch.tensor([head]), torch.tensor([relation]))
-    return tails
