@@ -15,7 +15,9 @@ from kgserver.explain import Explainer
 from kgserver.explain.explainer import Explanation
 from tests.explain.synthetic import NOISE, R1, R2, ChainGraph, chain_graph, train_model
 
-EPOCHS = 200
+EPOCHS = {"rgcn": 300, "compgcn": 200, "gatv2": 200}
+"""R-GCN learns the rule more slowly: after 200 epochs its top-3 rate varied between 0.89 and 0.97
+with the training seed (at the 0.9 bar), after 300 it was 0.94-0.95."""
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def _true_path(data: ChainGraph, head: int, tail: int) -> list[tuple[int, int, i
 @pytest.mark.parametrize("plugin", ["rgcn", "compgcn", "gatv2"])
 def test_the_true_path_explains_held_out_triples(plugin: str, data: ChainGraph) -> None:
     torch.set_num_threads(1)
-    model = train_model(plugin, data, num_layers=2, epochs=EPOCHS)
+    model = train_model(plugin, data, num_layers=2, epochs=EPOCHS[plugin])
     explainer = Explainer(model, data.train)
     assert explainer.method == "gradient"
     every_edge = 10**6  # every evidence edge, to compare path and noise weights

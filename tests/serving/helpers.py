@@ -71,18 +71,17 @@ def make_snapshot(name: str = "toy", seed: int = 0) -> Snapshot:
     )
 
 
-def train_model(snapshot: Snapshot, seed: int, epochs: int = 8) -> KGModel:
-    """A few epochs of 1-N training (BCE over all tails, both directions) on the full graph."""
+def train_model(snapshot: Snapshot, seed: int, epochs: int = 8, **overrides: object) -> KGModel:
+    """A few epochs of 1-N training (BCE over all tails, both directions) on the full graph;
+    ``overrides`` change the test hyperparameters (e.g. ``unseen_entity_rate``)."""
     torch.manual_seed(seed)
     model_class = get_model("compgcn")
     model = model_class(
-        snapshot.num_entities, snapshot.num_relations, model_class.hyperparameters.from_dict(HPARAMS)
+        snapshot.num_entities, snapshot.num_relations, model_class.hyperparameters.from_dict({**HPARAMS, **overrides})
     )
     graph = snapshot.message_graph()
     heads, rels, tails = snapshot.train.unbind(1)
-    queries = torch.stack(
-        [torch.cat([heads, tails]), torch.cat([rels, rels + snapshot.num_relations])], 1
-    )
+    queries = torch.stack([torch.cat([heads, tails]), torch.cat([rels, rels + snapshot.num_relations])], 1)
     answers = torch.cat([tails, heads])
     keys, inverse = torch.unique(queries, dim=0, return_inverse=True)
     targets = torch.zeros(len(keys), snapshot.num_entities)
