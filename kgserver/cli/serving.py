@@ -333,10 +333,14 @@ def _print_predictions(
     table.add_column("entity", overflow="fold")
     if names:
         table.add_column("label", overflow="fold")
+    new = any(r.new_entity for r in rows)  # entities added to the store after training
+    if new:
+        table.add_column("new")
     table.add_column("score", justify="right")
     for rank, r in enumerate(rows, 1):
-        entity = f"{r.entity} (new)" if r.new_entity else r.entity
-        table.add_row(str(rank), entity, *([names.get(r.entity, "")] if names else []), f"{r.score:.4f}")
+        label = [names.get(r.entity, "")] if names else []
+        marked = ["yes" if r.new_entity else ""] if new else []
+        table.add_row(str(rank), r.entity, *label, *marked, f"{r.score:.4f}")
     Console().print(table)
 
 
