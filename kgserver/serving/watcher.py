@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from kgserver.serving.holder import ModelHolder
 from kgserver.serving.live import Reencoder, extended
@@ -73,6 +74,7 @@ class StoreWatcher:
                 if state.revision == served.store_revision:
                     self._failing.pop(served.graph, None)
                     continue
+                started = time.perf_counter()
                 changes = self._follower.changes(served.graph, served.store_revision)
                 updated = extended(served, changes, self._reencode)
             except Exception as error:
@@ -86,9 +88,10 @@ class StoreWatcher:
             self._failing.pop(served.graph, None)
             if self.holder.replace(served, updated):
                 swapped.append(updated.store_revision)
-                log.info("%s: now at store revision %d (%d entities, %d new since training)",
-                         served.ref, updated.store_revision, updated.num_entities,
-                         updated.num_entities - updated.trained_entities)
+                log.info("%s: now at store revision %d (%d entities, %d new since training; read, "
+                         "re-encoded and warmed in %.2f s)", served.ref, updated.store_revision,
+                         updated.num_entities, updated.num_entities - updated.trained_entities,
+                         time.perf_counter() - started)
         return swapped
 
     def start(self) -> None:
