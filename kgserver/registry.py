@@ -211,6 +211,12 @@ class Hyperparameters:
     @classmethod
     def parse_assignments(cls, assignments: list[str]) -> Self:
         """Parse ``key=value`` strings (the CLI's ``--set``) using the field types."""
+        return cls(**cls.parse_values(assignments))
+
+    @classmethod
+    def parse_values(cls, assignments: list[str]) -> dict[str, Any]:
+        """The typed values of ``key=value`` strings, by field name (the fields they leave out keep
+        their defaults, or get chosen by the graph's size in ``kgserver train``)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for item in assignments:
@@ -223,7 +229,7 @@ class Hyperparameters:
                     f"unknown hyperparameter {key!r}; known: {', '.join(sorted(fields))}"
                 )
             values[key] = _coerce(raw.strip(), field_kind(fields[key].type), key)
-        return cls(**values)
+        return values
 
 
 def field_kind(annotation: Any) -> str:

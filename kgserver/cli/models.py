@@ -61,14 +61,22 @@ def available(as_json: bool = JsonOption) -> None:
     """List the installed model plugin types: description, training mode, hyperparameters,
     their defaults and allowed values.
 
+    The defaults are those the plugins were tuned with on a small graph (CoDEx-S).
+    `kgserver train` keeps them there, and on larger graphs chooses a few settings
+    by the graph's size and the machine unless they are given (--set or the
+    option): embedding_dim (only when memory is short), batch_size, --mode auto,
+    --eval-every and --threads. The rules follow the tables ("size_defaults" in
+    --json).
+
     Plugins whose import failed are listed with their traceback (the others still work).
     """
     from kgserver.registry import available_models, failed_plugins
+    from kgserver.training.defaults import RULES
 
     models = {name: _plugin_summary(cls) for name, cls in available_models().items()}
     failed = failed_plugins()
     if as_json:
-        echo_json({"models": models, "failed": failed}, indent=2)
+        echo_json({"models": models, "failed": failed, "size_defaults": RULES}, indent=2)
         return
     for name, info in models.items():
         table = Table(title=f"[bold]{name}[/] ({info['training_mode']}): {info['description']}", title_justify="left")
@@ -82,6 +90,12 @@ def available(as_json: bool = JsonOption) -> None:
         console.print(table)
     if not models:
         console.print("no model plugins are installed (entry-point group kgserver.models)")
+    else:
+        title = "chosen by `kgserver train` from the graph's size unless given"
+        rules = Table("setting", "rule", title=title, title_justify="left")
+        for key, rule in RULES.items():
+            rules.add_row(key, rule)
+        console.print(rules)
     for name, trace in failed.items():
         console.print(f"[bold red]plugin {name!r} failed to import:[/]\n{trace}", highlight=False)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from kgserver.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from kgserver.graph import Snapshot
-    from kgserver.registry import Hyperparameters, KGModel
+    from kgserver.registry import KGModel
     from kgserver.training import TrainConfig, TrainResult
 
 
@@ -74,12 +73,16 @@ def train_command(
         "auto: full when the estimated memory fits.",
     ),
     patience: int = typer.Option(5, "--patience", help="Evaluations without a better validation MRR before stopping."),
-    eval_every: int = typer.Option(5, "--eval-every", help="Evaluate on the validation split every N epochs."),
+    eval_every: int | None = typer.Option(
+        None,
+        "--eval-every",
+        help="Evaluate on the validation split every N epochs (default: by the graph's size, 5 on small graphs).",
+    ),
     lr_decay: float = typer.Option(
         0.5, "--lr-decay", help="Multiply the learning rate by this after an evaluation without improvement (1: never)."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="CPU threads for torch, per process (default: torch's choice; with --nproc, cores / N)."
+        None, "--threads", help="CPU threads for torch, per process (default: the physical cores / processes)."
     ),
     nproc: int = typer.Option(
         1,
@@ -109,6 +112,12 @@ def train_command(
     (several machines) each process runs this command with --nproc 1. Either
     way each step's batch is shared among the processes, and rank 0 alone
     evaluates, reports and tracks: one MLflow run per job.
+
+    Settings whose best value depends on the graph's size (embedding_dim when
+    memory is short, batch_size, --eval-every, --mode auto, --threads) are chosen
+    from the graph and the machine unless given: one line each on stderr, and
+    the run records them (MLflow params auto.NAME, with the reason). The rules:
+    `kgserver models available`.
     """
     from kgserver.training import TrainConfig, resolve_device
     from kgserver.training.distributed import environment_ranks, launch
@@ -130,15 +139,27 @@ def train_command(
         device=device,
         max_minutes=max_minutes,
         patience=patience,
-        eval_every=eval_every,
+        eval_every=TrainConfig.eval_every if eval_every is None else eval_every,
         lr_decay=lr_decay,
         mode=mode.value,
         threads=threads,
     )
+    given = {"eval_every": eval_every, "threads": threads}
+    explicit = frozenset(name for name, value in given.items() if value is not None)
     job = TrainJob(
-        graph, model, assignments, config, _ratio(split_ratio), tracking_uri, register_as, no_tracking, db, json_output
+        graph,
+        model,
+        assignments,
+        config,
+        _ratio(split_ratio),
+        tracking_uri,
+        register_as,
+        no_tracking,
+        db,
+        json_output,
+        explicit,
     )
-    _hyperparameters(get_model_class(model), assignments)  # bad --set values fail before workers start
+    _assigned(get_model_class(model), assignments)  # bad --set values fail before workers start
     if nproc == 1:
         run_train_job(job)
     else:
@@ -147,7 +168,11 @@ def train_command(
 
 @dataclass(frozen=True)
 class TrainJob:
-    """What one ``kgserver train`` does, as plain data a worker process can receive."""
+    """What one ``kgserver train`` does, as plain data a worker process can receive.
+
+    ``explicit`` names the ``config`` fields the user gave; the others (and the
+    hyperparameters ``assignments`` leave out) may be chosen by the graph's size.
+    """
 
     graph: str
     model: str
@@ -159,6 +184,7 @@ class TrainJob:
     no_tracking: bool
     db: str | None
     json_output: bool
+    explicit: frozenset[str]
 
 
 def get_model_class(model: str) -> type[KGModel]:
@@ -170,30 +196,39 @@ def get_model_class(model: str) -> type[KGModel]:
 def run_train_job(job: TrainJob) -> None:
     """Train as this process's rank (one process, a ``--nproc`` worker or a torchrun worker).
 
-    Every rank loads the snapshot and builds the model from the same seed;
-    rank 0 alone opens the MLflow run (or saves the untracked bundle), shows
-    progress and prints the result.
+    Every rank loads the snapshot, makes the same size-aware choices (from the
+    memory the smallest rank has) and builds the model from the same seed;
+    rank 0 alone reports the choices, opens the MLflow run (or saves the
+    untracked bundle), shows progress and prints the result.
     """
     from kgserver.graph import Snapshot
     from kgserver.store import open_store
-    from kgserver.training import Observers, seed_everything
+    from kgserver.training import Observers, resolve_device, seed_everything
+    from kgserver.training.defaults import GraphSize, Machine, size_defaults
     from kgserver.training.distributed import process_group
     from kgserver.training.trainer import train_rank
 
     with process_group(job.config.device) as (ranks, device):
-        threads = job.config.threads
-        if threads is None and ranks.distributed:
-            threads = max(1, (os.cpu_count() or 1) // ranks.world_size)
-        config = dataclasses.replace(job.config, device=device, threads=threads)
         model_class = get_model_class(job.model)
-        hparams = _hyperparameters(model_class, job.assignments)
+        assigned = _assigned(model_class, job.assignments)
         with open_store(job.db) as store:
-            snapshot = Snapshot.from_store(store, job.graph, split_ratio=job.split_ratio, seed=config.seed)
+            snapshot = Snapshot.from_store(store, job.graph, split_ratio=job.split_ratio, seed=job.config.seed)
+        sizing = size_defaults(
+            GraphSize.of(snapshot),
+            Machine.of_this_process(resolve_device(device), ranks),
+            model_class,
+            assigned,
+            dataclasses.replace(job.config, device=device),
+            job.explicit,
+        )
+        config = sizing.config
         seed_everything(config.seed)
-        network = model_class(snapshot.num_entities, snapshot.num_relations, hparams)
+        network = model_class(snapshot.num_entities, snapshot.num_relations, sizing.hyperparameters)
         if not ranks.is_main:
             train_rank(network, snapshot, config, None, ranks)
             return
+        for line in sizing.lines():
+            print(f"size-aware default: {line}", file=sys.stderr, flush=True)
         if job.no_tracking:
             from kgserver.tracking import save_untracked
 
@@ -205,7 +240,15 @@ def run_train_job(job: TrainJob) -> None:
             return
         from kgserver.tracking import TrainingRun
 
-        run = TrainingRun.start(network, snapshot, config, tracking_uri=job.tracking_uri, register_as=job.register_as)
+        run = TrainingRun.start(
+            network,
+            snapshot,
+            config,
+            tracking_uri=job.tracking_uri,
+            register_as=job.register_as,
+            automatic={name: choice.reason for name, choice in sizing.chosen_hyperparameters.items()},
+            automatic_train={name: choice.reason for name, choice in sizing.chosen_config.items()},
+        )
         with run, _epoch_progress(config.epochs) as progress:
             result = _main_result(train_rank(network, snapshot, config, Observers(progress, run), ranks))
             version = run.finish(result)
@@ -224,12 +267,16 @@ def _note(message: str) -> None:
     Console(stderr=True).print(message, highlight=False, soft_wrap=True)
 
 
-def _hyperparameters(model_class: type[KGModel], assignments: list[str]) -> Hyperparameters:
-    """Parse ``--set`` values with the plugin's types; a bad one is a configuration error."""
+def _assigned(model_class: type[KGModel], assignments: list[str]) -> dict[str, Any]:
+    """The ``--set`` values by name, typed and checked (with the other fields' defaults) by the
+    plugin's schema; a bad one is a configuration error."""
+    schema = model_class.hyperparameters
     try:
-        return model_class.hyperparameters.parse_assignments(assignments)
+        values = schema.parse_values(assignments)
+        schema(**values)
     except (ValueError, TypeError) as error:
         raise ConfigurationError(f"--set for model {model_class.name!r}: {error}") from error
+    return values
 
 
 def _ratio(text: str) -> tuple[float, float, float]:

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CURVES_ARTIFACT = "training_curves.png"
+TRAIN_PREFIX = "train."  # the run config's parameters
+AUTO_PREFIX = "auto."  # the reason a parameter was chosen by the graph's size
 UNTRACKED_DIR = "models"
 
 T = TypeVar("T")
@@ -99,8 +101,15 @@ class TrainingRun:
         tracking_uri: str | None = None,
         register_as: str | None = None,
         run_name: str | None = None,
+        automatic: Mapping[str, str] | None = None,
+        automatic_train: Mapping[str, str] | None = None,
     ) -> TrainingRun:
         """Open a run in the experiment named after the graph; log parameters and tags.
+
+        The parameters are the model's hyperparameters and, prefixed ``train.``, the
+        run's config. ``automatic`` and ``automatic_train`` name those of each that were
+        chosen by the graph's size (not given by the user), with the reason: each is
+        logged as ``auto.NAME`` (``auto.train.NAME``) beside the value itself.
 
         Raises :class:`~kgserver.errors.ConfigurationError` for a registered model name
         the registry cannot hold and :class:`~kgserver.errors.TrackingUnavailable` within
@@ -125,9 +134,14 @@ class TrainingRun:
         # MLflow's random run names come from the seeded ``random`` module, so runs started
         # with the same seed would share one; name them after the model and the time instead
         run_name = run_name or f"{model_type}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         params = {"model_type": model_type, **model.hparams.to_dict()}
-        params.update({f"train.{key}": value for key, value in _as_dict(train_config).items()})
+        params.update({f"{TRAIN_PREFIX}{key}": value for key, value in _as_dict(train_config).items()})
+        chosen = {**(automatic or {}), **{f"{TRAIN_PREFIX}{key}": why for key, why in (automatic_train or {}).items()}}
+        unknown = sorted(set(chosen) - set(params))
+        if unknown:
+            raise ValueError(f"automatic choices {', '.join(unknown)} are not parameters of the run")
+        params.update({f"{AUTO_PREFIX}{key}": why for key, why in chosen.items()})
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         try:
             client.log_batch(run.info.run_id, params=[Param(key, _param_value(value)) for key, value in params.items()])
         except BaseException:

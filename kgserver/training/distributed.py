@@ -63,6 +63,7 @@ class Ranks:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # the processes of the job on this machine, sharing its cores and memory
     # The one tensor every control message travels in, alive as long as the group: gloo's worker
     # thread may drop the last reference to a collective's tensors, and a tensor made in Python
     # then needs the GIL to die, which deadlocks against the group's destructor at shutdown.
@@ -88,6 +89,12 @@ class Ranks:
         if not self.distributed:
             return value
         return self._send(dist.all_reduce, value)[0]
+
+    def minimum(self, value: float) -> float:
+        """The smallest ``value`` over every rank (what every rank can afford)."""
+        if not self.distributed:
+            return value
+        return self._send(lambda tensor: dist.all_reduce(tensor, op=dist.ReduceOp.MIN), value)[0]
 
     def decision(self, learning_rate: float, stop: str | None) -> tuple[float, str | None]:
         """Rank 0's learning rate and stop reason (None: go on), the same on every rank."""
@@ -143,11 +150,17 @@ def environment_ranks() -> Ranks:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        # torchrun and the local launcher set it; without it, assume every rank is on this machine
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     except ValueError as error:
-        raise ConfigurationError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({error})") from error
+        raise ConfigurationError(
+            f"RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers ({error})"
+        ) from error
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigurationError(f"RANK={rank} is not a rank of WORLD_SIZE={world_size}")
-    return Ranks(rank, world_size, local_rank)
+    if not 1 <= local_world_size <= world_size:
+        raise ConfigurationError(f"LOCAL_WORLD_SIZE={local_world_size} must be in [1, WORLD_SIZE={world_size}]")
+    return Ranks(rank, world_size, local_rank, local_world_size)
 
 
 def timeout() -> timedelta:

@@ -127,3 +127,37 @@ def test_evaluate_reproduces_the_training_metrics(tmp_path: Path) -> None:
     assert report["triples"] == len(snapshot.test) and report["unknown"] == 0 and report["in_training"] == 0
     for key in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10", "mean_rank", "head_mrr", "tail_mrr"):
         assert report[key] == pytest.approx(result.metrics[f"test_{key}"], rel=1e-5), key
+
+
+def test_size_aware_choices_are_reported_and_recorded_in_the_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    db_url = f"sqlite:///{tmp_path / 'store.db'}"
+    import_toy(db_url, tmp_path)
+    done = kgserver(
+        "train", "--graph", "toy", "--model", "compgcn", "--epochs", "2", "--threads", "1", "--db", db_url,
+        "--set", "embedding_dim=16", "--set", "decoder=distmult", "--json", home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # the choices go to stderr only
+    automatic = [line for line in done.stderr.splitlines() if line.startswith("size-aware default: ")]
+    assert [line.split()[2] for line in automatic] == ["batch_size", "mode", "eval_every", "eval_batch_size"]
+    params = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(report["run_id"]).data.params
+    # chosen by size: the value as a parameter, the reason beside it
+    assert params["batch_size"] == "1024" and params["auto.batch_size"].startswith("the default")
+    assert params["train.eval_every"] == "5" and "CoDEx-S" in params["auto.train.eval_every"]
+    assert params["train.mode"] == "full" and "auto.train.mode" in params
+    # given by the user: recorded as always, never marked as chosen
+    assert params["embedding_dim"] == "16" and "auto.embedding_dim" not in params
+    assert params["train.threads"] == "1" and "auto.train.threads" not in params
+    assert not {key for key in params if key.startswith("auto.")} - {
+        "auto.batch_size", "auto.train.mode", "auto.train.eval_every", "auto.train.eval_batch_size"
+    }  # fmt: skip
+
+
+def test_models_available_states_the_size_rules(tmp_path: Path) -> None:
+    done = kgserver("models", "available", "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rules = json.loads(done.stdout)["size_defaults"]
+    assert {"embedding_dim", "batch_size", "eval_every", "threads", "mode"} <= set(rules)
+    assert "65,776" in rules["batch_size"]  # the numbers of the rule, not only its name

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgserver.errors import DistributedTrainingFailed
+from kgserver.errors import ConfigurationError, DistributedTrainingFailed
 from kgserver.graph import Snapshot
 from kgserver.rdf import import_files
 from kgserver.registry import get_model
 from kgserver.store import open_store
 from kgserver.training import TrainConfig, seed_everything, train
-from kgserver.training.distributed import Ranks, launch, process_group
+from kgserver.training.distributed import Ranks, environment_ranks, launch, process_group
 
 CODEX_S = Path("/work/shared/datasets/codex-s")
 KGSERVER = str(Path(sys.executable).parent / "kgserver")
@@ -112,7 +112,7 @@ def test_a_failing_worker_fails_the_job_and_its_run(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     job = TrainJob(
         "codex", "compgcn", SETTINGS, TrainConfig(epochs=EPOCHS, threads=1), (0.8, 0.1, 0.1),
-        None, None, False, codex, True,
+        None, None, False, codex, True, frozenset({"threads"}),
     )
     started = time.monotonic()
     with pytest.raises(DistributedTrainingFailed, match="rank 1 of 2 failed: RuntimeError: rank 1 lost its data"):
@@ -140,7 +140,22 @@ def test_one_rank_is_a_plain_process() -> None:
     assert ranks.is_main and not ranks.distributed
     assert ranks.step_totals(3.0, 4, True) == (3.0, 4, True)
     assert ranks.decision(0.5, "early_stopping") == (0.5, "early_stopping")
+    assert ranks.minimum(7.0) == 7.0 and ranks.local_world_size == 1
     assert torch.distributed.is_initialized() is False
+
+
+def test_the_local_processes_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size-aware defaults share a machine's cores and memory among the job's processes on it."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert environment_ranks() == Ranks(3, 4, 1, 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert environment_ranks().local_world_size == 4  # without it, every rank is taken to be on this machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    with pytest.raises(ConfigurationError, match="LOCAL_WORLD_SIZE=8 must be in"):
+        environment_ranks()
 
 
 def test_sampled_mode_shards_the_edges_across_two_processes(tmp_path: Path) -> None:

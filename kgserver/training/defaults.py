@@ -1,0 +1,315 @@
+"""Size-aware defaults: the settings ``kgserver train`` picks from the graph's size and the machine.
+
+The plugins' defaults were tuned on CoDEx-S (2,034 entities, 32,888 training
+triples), and on a graph of that size :func:`size_defaults` keeps every one of
+them. On larger graphs some settings must change: full-graph training encodes
+the whole graph at every step, so at CoDEx-S's batch an epoch of a graph eight
+times larger encodes it eight times as often; evaluating every 5 epochs is rare
+when an epoch takes minutes; a million entities at dimension 512 do not fit
+memory with their Adam state. :data:`RULES` says how each setting is chosen (``kgserver models
+available`` shows it); the memory estimates are :mod:`kgserver.training.mode`'s.
+
+Only what the user left open is chosen (``--set`` for hyperparameters, the
+options of ``kgserver train`` for the run), each with a reason that the command
+prints and records in the MLflow run. Nothing here reads the machine:
+:class:`Machine` is passed in, so the rules are testable at any size;
+:meth:`Machine.of_this_process` is what the command passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kgserver.errors import ConfigurationError
+from kgserver.registry import Hyperparameters, KGModel
+from kgserver.training.config import TrainConfig
+from kgserver.training.mode import (
+    ACTIVATION_SHARE,
+    BYTES_PER_PARAMETER,
+    BYTES_PER_SCORE,
+    full_graph_bytes,
+    mode_for,
+    parameter_bytes,
+    score_bytes,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from kgserver.graph import Snapshot
+    from kgserver.training.distributed import Ranks
+
+# CoDEx-S, where the plugins' defaults were tuned.
+REFERENCE_NAME = "CoDEx-S"
+REFERENCE_ENTITIES = 2_034
+REFERENCE_TRIPLES = 32_888
+PARAMETER_SHARE = 0.25  # of memory, for the embedding tables' training state
+SCORE_SHARE = 0.125  # of memory, for a step's score matrices
+DIM_MULTIPLE = 32
+SMALL_DIM_MULTIPLE = 8
+
+_RUN_DEFAULTS = TrainConfig()
+RULES = {
+    "embedding_dim": (
+        "the plugin's default, unless the embedding tables' training state (weight, gradient, two Adam moments "
+        f"and the best checkpoint: {BYTES_PER_PARAMETER} bytes per number) would exceed {PARAMETER_SHARE:.0%} of "
+        f"memory; then the largest multiple of {DIM_MULTIPLE} that fits"
+    ),
+    "mode": (
+        f"--mode auto: full-graph when a step's estimated activations fit {ACTIVATION_SHARE:.0%} of memory, "
+        "else neighbour-sampled"
+    ),
+    "batch_size": (
+        f"full-graph: the default x 2^k, the largest k >= 0 with training triples >= 2^k x {2 * REFERENCE_TRIPLES:,} "
+        f"(twice {REFERENCE_NAME}'s), since every step encodes the whole graph; sampled: the default; then halved "
+        f"while a step's scores (batch x candidates x {BYTES_PER_SCORE} bytes) exceed {SCORE_SHARE:.1%} of memory"
+    ),
+    "eval_every": (
+        f"--eval-every: {_RUN_DEFAULTS.eval_every} x {REFERENCE_TRIPLES * REFERENCE_ENTITIES:,} ({REFERENCE_NAME}'s "
+        "training triples x entities) / (training triples x candidates per query: all entities in full-graph "
+        f"1-N training), rounded down, within [1, {_RUN_DEFAULTS.eval_every}]: validation after about the work of "
+        f"{_RUN_DEFAULTS.eval_every} {REFERENCE_NAME} epochs; --patience and --lr-decay count evaluations and follow"
+    ),
+    "eval_batch_size": (
+        f"{_RUN_DEFAULTS.eval_batch_size}, halved while its scores against every entity ({BYTES_PER_SCORE} bytes "
+        f"each) exceed {SCORE_SHARE:.1%} of memory"
+    ),
+    "threads": "--threads: the machine's physical cores divided by the job's processes on it",
+}
+
+
+@dataclass(frozen=True)
+class GraphSize:
+    """The sizes the defaults depend on."""
+
+    entities: int
+    relations: int
+    train_triples: int
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> GraphSize:
+        return cls(snapshot.num_entities, snapshot.num_relations, len(snapshot.train))
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What one training process has of the machine: bytes of memory and CPU cores."""
+
+    memory_bytes: int
+    cores: int
+
+    @classmethod
+    def of_this_process(cls, device: torch.device, ranks: Ranks) -> Machine:
+        """This process's share: the device's memory (on the CPU the machine's, shared by the
+        job's processes on it) and the machine's physical cores divided among those processes.
+
+        Every rank must choose the same model, so ranks that may see different memory (on
+        other machines, or on GPUs) agree on the smallest share any of them has.
+        """
+        import psutil
+
+        from kgserver.training.mode import device_memory
+
+        memory = device_memory(device)
+        if device.type == "cpu":
+            memory //= ranks.local_world_size
+        if device.type != "cpu" or ranks.local_world_size < ranks.world_size:
+            memory = int(ranks.minimum(memory))
+        # psutil cannot tell physical cores on some platforms (None); the logical count is then all there is
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        return cls(memory, max(1, cores // ranks.local_world_size))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A value chosen by size, and why (one line, for the terminal and the MLflow run)."""
+
+    value: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class SizeDefaults:
+    """The plugin's hyperparameters and the run's config with the chosen values, and the choices."""
+
+    hyperparameters: Hyperparameters
+    config: TrainConfig
+    chosen_hyperparameters: dict[str, Choice]
+    chosen_config: dict[str, Choice]
+
+    def lines(self) -> list[str]:
+        """One line per choice: ``name = value (reason)``."""
+        chosen = {**self.chosen_hyperparameters, **self.chosen_config}
+        return [f"{name} = {choice.value} ({choice.reason})" for name, choice in chosen.items()]
+
+
+def size_defaults(
+    graph: GraphSize,
+    machine: Machine,
+    model_class: type[KGModel],
+    assigned: Mapping[str, Any],
+    config: TrainConfig,
+    explicit: Collection[str],
+) -> SizeDefaults:
+    """Choose the size-dependent settings the user left open, by :data:`RULES`.
+
+    ``assigned`` are the user's hyperparameter values (``--set``, valid for the
+    plugin's schema), which are never changed; ``config`` is the run's config and
+    ``explicit`` the names of its fields the user gave (``mode`` "auto" is always
+    open to a choice). Raises
+    :class:`~kgserver.errors.ConfigurationError` when the vocabulary's embedding
+    tables cannot fit even at dimension 8, or when the plugin rejects a chosen value
+    together with the user's (say a ConvE height that does not divide the dimension).
+    """
+    schema = model_class.hyperparameters
+    given = schema(**assigned)
+    hyperparameters: dict[str, Choice] = {}
+    run: dict[str, Choice] = {}
+    memory = machine.memory_bytes
+    dim = given.embedding_dim
+    if "embedding_dim" not in assigned:
+        hyperparameters["embedding_dim"] = _embedding_dim(graph, memory, dim)
+        dim = hyperparameters["embedding_dim"].value
+    mode = config.mode
+    if mode == "auto":
+        run["mode"] = _mode(graph, memory, dim, given.num_layers)
+        mode = run["mode"].value
+    batch_size = given.batch_size
+    if "batch_size" not in assigned:
+        hyperparameters["batch_size"] = _batch_size(graph, memory, given, mode, model_class.training_mode)
+        batch_size = hyperparameters["batch_size"].value
+    if "eval_every" not in explicit:
+        candidates = _candidates(graph, mode, model_class.training_mode, batch_size, given.num_negatives)
+        run["eval_every"] = _eval_every(graph, candidates, config.eval_every)
+    if "eval_batch_size" not in explicit:
+        run["eval_batch_size"] = _eval_batch_size(graph, memory, config.eval_batch_size)
+    if "threads" not in explicit:
+        run["threads"] = Choice(machine.cores, f"the {machine.cores} physical core(s) this process has")
+    try:
+        chosen = schema(**{**assigned, **{name: choice.value for name, choice in hyperparameters.items()}})
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(
+            f"model {model_class.name!r} rejects the size-aware "
+            f"{', '.join(f'{name}={choice.value}' for name, choice in hyperparameters.items())} "
+            f"with the --set values: {error}; --set these too"
+        ) from error
+    config = dataclasses.replace(config, **{name: choice.value for name, choice in run.items()})
+    return SizeDefaults(chosen, config, hyperparameters, run)
+
+
+def _embedding_dim(graph: GraphSize, memory: int, default: int) -> Choice:
+    budget = int(memory * PARAMETER_SHARE)
+    needed = parameter_bytes(graph.entities, graph.relations, default)
+    if needed <= budget:
+        return Choice(
+            default,
+            f"the default: the embedding tables' training state, {_gib(needed)}, fits a quarter of memory, "
+            f"{_gib(budget)}",
+        )
+    fit = budget // parameter_bytes(graph.entities, graph.relations, 1)
+    multiple = DIM_MULTIPLE if fit >= DIM_MULTIPLE else SMALL_DIM_MULTIPLE
+    dim = fit // multiple * multiple
+    if dim < SMALL_DIM_MULTIPLE:
+        raise ConfigurationError(
+            f"{graph.entities:,} entities need {_gib(parameter_bytes(graph.entities, graph.relations, 8))} for "
+            f"their embedding tables' training state even at embedding_dim 8, more than a quarter of the "
+            f"{_gib(memory)} of memory this training has; --set embedding_dim to train anyway"
+        )
+    return Choice(
+        dim,
+        f"lowered from {default}: {graph.entities:,} entities' embedding tables would need {_gib(needed)} of "
+        f"training state, more than a quarter of memory ({_gib(budget)}); at {dim}: "
+        f"{_gib(parameter_bytes(graph.entities, graph.relations, dim))}",
+    )
+
+
+def _mode(graph: GraphSize, memory: int, dim: int, layers: int) -> Choice:
+    budget = int(memory * ACTIVATION_SHARE)
+    edges = 2 * graph.train_triples
+    needed = full_graph_bytes(edges, graph.entities, dim, layers)
+    mode = mode_for(edges, graph.entities, dim, layers, budget)
+    relation = "fit" if mode == "full" else "exceed"
+    return Choice(
+        mode, f"a full-graph step's activations, about {_gib(needed)}, {relation} half of memory, {_gib(budget)}"
+    )
+
+
+def _batch_size(graph: GraphSize, memory: int, given: Hyperparameters, mode: str, training_mode: str) -> Choice:
+    default = given.batch_size
+    factor = 1
+    if mode == "full":
+        while graph.train_triples >= 2 * REFERENCE_TRIPLES * factor * 2:
+            factor *= 2
+    batch = default * factor
+    if factor > 1:
+        reason = (
+            f"{factor}x the default {default}: {graph.train_triples:,} training triples are "
+            f"{_times(graph.train_triples / REFERENCE_TRIPLES)} {REFERENCE_NAME}'s, and full-graph training "
+            f"encodes the whole graph at every step; an epoch keeps 2-4x {REFERENCE_NAME}'s number of steps"
+        )
+    elif mode == "full":
+        reason = f"the default: {graph.train_triples:,} training triples, under 4x {REFERENCE_NAME}'s"
+    else:
+        reason = "the default: sampled steps do not encode the whole graph"
+    budget = int(memory * SCORE_SHARE)
+    scaled = batch
+
+    def scores(size: int) -> int:
+        return score_bytes(size, _candidates(graph, mode, training_mode, size, given.num_negatives))
+
+    while batch > 1 and scores(batch) > budget:
+        batch //= 2
+    if batch < scaled:
+        reason += (
+            f"; halved to {batch} so that a step's score matrices, {_gib(scores(batch))}, fit an eighth of "
+            f"memory, {_gib(budget)}"
+        )
+    return Choice(batch, reason)
+
+
+def _candidates(graph: GraphSize, mode: str, training_mode: str, batch_size: int, num_negatives: int) -> int:
+    """Entities each training query is scored against: all of them (full-graph 1-N), else the batch's
+    true and sampled tails (each distinct candidate is scored once per batch)."""
+    if mode == "full" and training_mode == "1-n":
+        return graph.entities
+    return min(graph.entities, batch_size * (num_negatives + 1))
+
+
+def _eval_every(graph: GraphSize, candidates: int, default: int) -> Choice:
+    work = graph.train_triples * candidates
+    reference = REFERENCE_TRIPLES * REFERENCE_ENTITIES
+    every = max(1, min(default, default * reference // max(1, work)))
+    epoch = f"an epoch scores {graph.train_triples:,} training triples x {candidates:,} candidates"
+    if every == default:
+        return Choice(every, f"the default: {epoch}, no more work than a {REFERENCE_NAME} epoch")
+    return Choice(
+        every,
+        f"{epoch}, {_times(work / reference)} the work of a {REFERENCE_NAME} epoch: validation every {every} "
+        f"epoch(s) instead of {default}",
+    )
+
+
+def _eval_batch_size(graph: GraphSize, memory: int, default: int) -> Choice:
+    budget = int(memory * SCORE_SHARE)
+    size = default
+    while size > 1 and score_bytes(size, graph.entities) > budget:
+        size //= 2
+    if size == default:
+        return Choice(size, f"the default: its scores against {graph.entities:,} entities fit an eighth of memory")
+    return Choice(
+        size,
+        f"halved from {default} so that scoring against {graph.entities:,} entities, "
+        f"{_gib(score_bytes(size, graph.entities))}, fits an eighth of memory, {_gib(budget)}",
+    )
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"

@@ -1,0 +1,83 @@
+"""The size-aware defaults of ``kgserver train``, at the sizes they were made for."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from kgserver.errors import ConfigurationError
+from kgserver.registry import get_model
+from kgserver.training import TrainConfig
+from kgserver.training.defaults import PARAMETER_SHARE, GraphSize, Machine, size_defaults
+from kgserver.training.mode import parameter_bytes
+
+CODEX_S = GraphSize(entities=2_034, relations=42, train_triples=32_888)
+FB15K_237 = GraphSize(entities=14_541, relations=237, train_triples=272_115)
+MILLION = GraphSize(entities=1_000_000, relations=100, train_triples=10_000_000)
+THIS_MACHINE = Machine(memory_bytes=24 * 2**30, cores=2)
+PLUGINS = ("rgcn", "compgcn", "gatv2")
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize("memory_gib", [4, 24, 256])
+def test_codex_s_keeps_the_tuned_defaults(plugin: str, memory_gib: int) -> None:
+    model_class = get_model(plugin)
+    machine = Machine(memory_bytes=memory_gib * 2**30, cores=2)
+    sizing = size_defaults(CODEX_S, machine, model_class, {}, TrainConfig(), frozenset())
+    assert sizing.hyperparameters == model_class.hyperparameters()
+    # full-graph training is what --mode auto has always chosen on CoDEx-S; threads are the cores
+    assert sizing.config == dataclasses.replace(TrainConfig(), mode="full", threads=2)
+    assert sizing.config.eval_every == 5 and sizing.hyperparameters.batch_size == 1024
+    assert set(sizing.chosen_hyperparameters) == {"embedding_dim", "batch_size"}
+    assert all(choice.reason.startswith("the default") for choice in sizing.chosen_hyperparameters.values())
+
+
+def test_fb15k_237_gets_a_larger_batch_and_validates_every_epoch() -> None:
+    sizing = size_defaults(FB15K_237, THIS_MACHINE, get_model("compgcn"), {}, TrainConfig(), frozenset())
+    assert sizing.config.mode == "full"
+    assert sizing.hyperparameters.batch_size == 4096  # a quarter of the whole-graph encodes per epoch
+    assert sizing.config.eval_every == 1  # an epoch takes minutes: validating every 5 is too rare
+    assert sizing.hyperparameters.embedding_dim == 512  # the vocabulary fits at the tuned dimension
+    assert sizing.hyperparameters.learning_rate == get_model("compgcn").hyperparameters().learning_rate
+    assert "4x the default 1024" in sizing.chosen_hyperparameters["batch_size"].reason
+    assert "instead of 5" in sizing.chosen_config["eval_every"].reason
+
+
+def test_a_million_entities_get_a_dimension_that_fits_memory() -> None:
+    sizing = size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), {}, TrainConfig(), frozenset())
+    dim = sizing.hyperparameters.embedding_dim
+    budget = THIS_MACHINE.memory_bytes * PARAMETER_SHARE
+    assert dim % 32 == 0 and 32 <= dim < 512
+    assert parameter_bytes(MILLION.entities, MILLION.relations, dim) <= budget
+    assert parameter_bytes(MILLION.entities, MILLION.relations, dim + 32) > budget  # the largest that fits
+    assert "lowered from 512" in sizing.chosen_hyperparameters["embedding_dim"].reason
+    assert sizing.config.mode == "sampled" and sizing.hyperparameters.batch_size == 1024
+    assert sizing.config.eval_batch_size < 256  # scoring 256 queries against 1M entities would not fit
+
+
+def test_what_the_user_gives_always_wins() -> None:
+    assigned = {"embedding_dim": 512, "batch_size": 256}
+    config = TrainConfig(eval_every=7, threads=1, mode="sampled")
+    sizing = size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), assigned, config, {"eval_every", "threads"})
+    assert sizing.hyperparameters.embedding_dim == 512 and sizing.hyperparameters.batch_size == 256
+    assert (sizing.config.eval_every, sizing.config.threads, sizing.config.mode) == (7, 1, "sampled")
+    assert set(sizing.chosen_hyperparameters) == set()
+    assert set(sizing.chosen_config) == {"eval_batch_size"}  # no option sets it
+    # a mode the user forces is the one the batch is chosen for: sampled steps keep the default
+    forced = size_defaults(FB15K_237, THIS_MACHINE, get_model("compgcn"), {}, TrainConfig(mode="sampled"), set())
+    assert forced.config.mode == "sampled" and forced.hyperparameters.batch_size == 1024
+    assert "mode" not in forced.chosen_config
+
+
+def test_a_choice_the_plugin_rejects_is_a_configuration_error() -> None:
+    # ConvE's height must divide the dimension: 128 divides the default 512, not the 320 chosen for memory
+    conve = {"decoder": "conve", "conve_height": 128}
+    with pytest.raises(ConfigurationError, match=r"rejects the size-aware embedding_dim=320.*--set"):
+        size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), conve, TrainConfig(), set())
+
+
+def test_a_vocabulary_too_large_even_at_dimension_8_is_a_configuration_error() -> None:
+    huge = GraphSize(entities=2_000_000_000, relations=10, train_triples=4_000_000_000)
+    with pytest.raises(ConfigurationError, match="even at embedding_dim 8.*--set embedding_dim"):
+        size_defaults(huge, THIS_MACHINE, get_model("rgcn"), {}, TrainConfig(), set())
