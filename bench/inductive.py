@@ -124,8 +124,9 @@ def trained(plugin: str, snapshot: Snapshot, hparams: dict[str, object], args: a
     cls = get_model(plugin)
     model = cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.from_dict(hparams))
     config = TrainConfig(
-        epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads, mode="full"
-    )
+        epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads, mode="full",
+        eval_every=args.eval_every,
+    )  # fmt: skip
     return train(model, snapshot, config).model
 
 
@@ -200,6 +201,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval-every", type=int, default=5, help="validation interval in epochs (kgserver train picks 1 on FB15k-237)"
+    )
     parser.add_argument("--unseen-rate", type=float, default=0.2, help="unseen_entity_rate of row (a)'s training")
     parser.add_argument("--set", action="append", default=[], help="key=value hyperparameter for every training")
     args = parser.parse_args()
