@@ -145,6 +145,10 @@ class Hyperparameters:
         "num_layers": POSITIVE,
     }
     choices: ClassVar[Mapping[str, Collection[str]]] = {"loss": LOSSES}
+    added_later: ClassVar[Mapping[str, Any]] = {}
+    """Fields added after models were saved without them, each with the value that
+    reproduces how such a model was built (which may differ from today's default).
+    Merged along the class hierarchy like ``bounds``; read by :meth:`from_saved`."""
 
     def __post_init__(self) -> None:
         bounds, choices = self.declared_bounds(), self.declared_choices()
@@ -202,11 +206,13 @@ class Hyperparameters:
         A model saved before a hyperparameter was removed from the plugin still loads:
         the removed keys are returned (the caller warns about them) and every kept
         value is validated as usual. A removed key that changed the architecture
-        shows up as weights that do not fit.
+        shows up as weights that do not fit. A model saved before a field was added
+        gets the field's ``added_later`` value, not today's default.
         """
         known = {f.name for f in dataclasses.fields(cls)}
         dropped = sorted(set(values) - known)
-        return cls(**{key: value for key, value in values.items() if key in known}), dropped
+        kept = {key: value for key, value in values.items() if key in known}
+        return cls(**{**_merged(cls, "added_later"), **kept}), dropped
 
     @classmethod
     def parse_assignments(cls, assignments: list[str]) -> Self:

@@ -76,6 +76,7 @@ class GNNHyperparameters(Hyperparameters):
         "unseen_entity_rate": PROBABILITY,
     }
     choices: ClassVar[Mapping[str, Collection[str]]] = {"decoder": DECODERS}
+    added_later: ClassVar[Mapping[str, Any]] = {"unseen_entity_rate": 0.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,7 +22,7 @@ SCHEMA1_CONFIG = DATA / "rgcn-schema1-config.json"  # as saved while rgcn still 
 
 @pytest.fixture()
 def saved(tmp_path: Path, snapshot: Snapshot) -> tuple[Path, torch.nn.Module]:
-    model = new_model(snapshot, seed=4)
+    model = new_model(snapshot, seed=4, unseen_entity_rate=0.0)  # as every schema-1 model was built
     return save_bundle(tmp_path / "bundle", model, snapshot), model
 
 
@@ -45,6 +45,9 @@ def test_schema1_bundle_with_a_removed_hyperparameter_still_loads(
     assert any("relation_dropout" in line and "dropped" in line for line in warnings), warnings
     assert any("before kgserver recorded checksums" in line for line in warnings), warnings
     assert "relation_dropout" not in loaded.hyperparameters
+    # unseen_entity_rate came later: a config without it means the model was built without it
+    assert "unseen_entity_rate" not in json.loads(SCHEMA1_CONFIG.read_text())["hyperparameters"]
+    assert loaded.hyperparameters["unseen_entity_rate"] == 0.0
     assert torch.equal(loaded.score_tails(snapshot.test[:, 0], snapshot.test[:, 1]), tail_scores(model, snapshot))
 
 
