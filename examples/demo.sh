@@ -27,9 +27,9 @@ kgserver import "$HOLDOUT"/first/*.nt examples/codex-s/labels.nt.gz --graph code
 kgserver graphs
 
 step "kgserver train --graph codex --model compgcn (a short run: ${DEMO_MINUTES:=3} minutes at most)"
-# unseen_entity_rate: train the encoder to embed entities it never saw, from their neighbours.
+# The default unseen_entity_rate (0.1) trains the encoder to embed entities it never saw, from their neighbours.
 summary=$(kgserver train --graph codex --model compgcn --epochs 40 --eval-every 5 \
-    --set unseen_entity_rate=0.1 --max-minutes "$DEMO_MINUTES" --json)
+    --max-minutes "$DEMO_MINUTES" --json)
 echo "$summary"
 version=$(python -c 'import json, sys; print(json.loads(sys.argv[1])["registered_version"].split("/")[1])' "$summary")
 
