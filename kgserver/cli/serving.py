@@ -76,7 +76,8 @@ def serve(
         min=1,
         max=64,
         help="Server processes sharing the port (SO_REUSEPORT); each loads every model and follows the "
-        "registry itself. Health says SERVING once all are ready; SIGTERM drains all; if one exits, all stop.",
+        "registry itself, and the embeddings they compute alike are held once (files on /dev/shm). "
+        "Health says SERVING once all are ready; SIGTERM drains all; if one exits, all stop.",
     ),
     threads: int = typer.Option(
         128, "--threads", help="gRPC threads per worker process (concurrent calls in progress)."
@@ -173,18 +174,23 @@ def _worker(
 
         import torch
 
-        from kgserver.serving.live import reencode
+        from kgserver.serving.live import Reencoder, reencode
         from kgserver.serving.server import KGServer, run
+        from kgserver.serving.shared import SharedEmbeddings
         from kgserver.serving.source import registry_source
         from kgserver.serving.watcher import StoreWatcher
 
         default_threads = max(1, (os.cpu_count() or 1) - 1) if workers == 1 else 1
         torch.set_num_threads(torch_threads or default_threads)
         resolve, build = registry_source(tracking_uri, db, language)
+        reencoder: Reencoder = reencode
+        if peers is not None:  # one of a set: the embeddings all workers compute alike are held once
+            shared = SharedEmbeddings(peers.directory)
+            build, reencoder = shared.builder(build), shared.reencoder(reencode)
         server = KGServer(config, resolve, build)
         watcher = None
         if db is not None and refresh_seconds > 0:
-            watcher = StoreWatcher(server.holder, db, refresh_seconds, reencode)
+            watcher = StoreWatcher(server.holder, db, refresh_seconds, reencoder)
             watcher.start()  # follows each model from the moment it is loaded
         try:
             run(server, peers)

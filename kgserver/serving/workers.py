@@ -21,6 +21,10 @@ The workers start and stop as a unit:
 
 Each worker follows the registry itself, so after an alias moves every worker
 switches within one poll interval of the others.
+
+The workers compute the same embeddings; the parent creates a directory for the set
+before the fork and removes it when the set ends, in which the workers hold them once
+(see :mod:`.shared`).
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from kgserver.errors import ConfigurationError, WorkerExited
 from kgserver.serving.server import ServeConfig
+from kgserver.serving.shared import set_directory
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,13 @@ POLL_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class WorkerPeers:
-    """One worker's view of the set: its index and the set's shared "loaded" flags."""
+    """One worker's view of the set: its index, the set's shared "loaded" flags and embeddings directory."""
 
     index: int
     count: int
     _loaded: Any  # multiprocessing.Array of int, one flag per worker, created before the fork
+    directory: Path
+    """Where the set's workers keep the embeddings they share (see :mod:`.shared`)."""
 
     def mark_loaded(self) -> None:
         self._loaded[self.index] = 1
@@ -96,14 +104,14 @@ def supervise(config: ServeConfig, count: int, worker_main: WorkerMain) -> None:
     if count < 1:
         raise ConfigurationError(f"--workers must be at least 1, got {count}")
     config.validate()
-    with reserved_port(config.host, config.port) as port:
+    with reserved_port(config.host, config.port) as port, set_directory() as directory:
         shared = replace(config, port=port, reuse_port=True)
         loaded = multiprocessing.get_context("fork").Array("i", count)
         pids: dict[int, int] = {}
         for index in range(count):
             pid = os.fork()
             if pid == 0:
-                _run_worker(worker_main, shared, WorkerPeers(index, count, loaded))
+                _run_worker(worker_main, shared, WorkerPeers(index, count, loaded, directory))
             pids[pid] = index
         log.info("started %d workers on %s:%d (pids %s)", count, config.host, port, ", ".join(map(str, pids)))
         _wait(pids, loaded)

@@ -17,9 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kgserver.proto.v1 import kgserver_pb2 as pb
 from kgserver.proto.v1 import kgserver_pb2_grpc as pb_grpc
+from kgserver.serving.shared import RAM_FILESYSTEM, SET_PREFIX
 
-from .helpers import ServerProcess, entity, relation
+from .helpers import NUM_ENTITIES, ServerProcess, entity, relation
 from .test_process import run_cli
+from .test_shared import mapped_files
 
 CHANNELS = 24
 """Channels opened by a test: each is one connection, which the kernel gives to one worker."""
@@ -93,6 +95,72 @@ def test_two_workers_share_the_port_answer_alike_and_drain_together_on_sigterm(t
     assert log.count("SIGTERM received") == 2, log
     assert "all workers stopped" in log
     assert "Traceback" not in log
+
+
+def answers(channel: grpc.Channel) -> dict[str, list[float]]:
+    """Every entity's embedding and its score as the tail of a few queries, from one connection."""
+    stub = pb_grpc.KnowledgeGraphCompletionStub(channel)
+    everyone = [entity(i) for i in range(NUM_ENTITIES)]
+    embedded = stub.GetEntityEmbeddings(pb.GetEntityEmbeddingsRequest(entities=everyone), timeout=30)
+    found = {e.entity: list(e.values) for e in embedded.embeddings}
+    queries = [pb.Query(entity=entity(i), relation=relation(i % 4)) for i in range(0, NUM_ENTITIES, 7)]
+    predicted = stub.PredictTails(pb.PredictRequest(queries=queries, k=NUM_ENTITIES), timeout=30)
+    for query, result in zip(queries, predicted.results):
+        found[f"{query.entity} {query.relation}"] = [s.score for s in sorted(result.entities, key=lambda s: s.entity)]
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_two_workers_serve_one_mapped_copy_of_the_embeddings_and_answer_as_one_worker(
+    two_workers: ServerProcess, bundle_dir: Path, tmp_path: Path
+) -> None:
+    [directory] = RAM_FILESYSTEM.glob(f"{SET_PREFIX}{two_workers.pid}-*")
+    files = sorted(str(path) for path in directory.iterdir())
+    assert len(files) == 2, "the entity and the relation table, once for the set"
+    workers = workers_of(two_workers)
+    for worker in workers:
+        assert sorted(set(mapped_files(directory, worker.pid))) == files, "each worker serves the mappings"
+
+    single = ServerProcess(
+        ["--model", str(bundle_dir), "--poll-seconds", "0"],
+        tmp_path / "single.log",
+        env={"KGSERVER_HOME": str(tmp_path)},
+    )
+    try:
+        with grpc.insecure_channel(single.address) as channel:
+            expected = answers(channel)
+    finally:
+        assert single.stop() == 0
+    port = int(two_workers.address.rsplit(":", 1)[1])
+    channels = [grpc.insecure_channel(two_workers.address, OWN_CONNECTION) for _ in range(CHANNELS)]
+    try:
+        for channel in channels:
+            assert reaches_serving(channel, within=2.0)
+            got = answers(channel)
+            assert got.keys() == expected.keys()
+            for key, values in expected.items():
+                assert got[key] == pytest.approx(values, abs=1e-6), key
+        assert connected_workers(two_workers, port) == {w.pid for w in workers}, "both workers answered"
+    finally:
+        for channel in channels:
+            channel.close()
+    assert two_workers.stop() == 0
+    assert not directory.exists(), "the parent removes the set's directory when the set stops"
+    assert "not shared" not in two_workers.log()
+
+
+@pytest.mark.timeout(300)
+def test_one_worker_shares_nothing(bundle_dir: Path, tmp_path: Path) -> None:
+    single = ServerProcess(
+        ["--model", str(bundle_dir), "--poll-seconds", "0"],
+        tmp_path / "single.log",
+        env={"KGSERVER_HOME": str(tmp_path)},
+    )
+    try:
+        assert not list(RAM_FILESYSTEM.glob(f"{SET_PREFIX}{single.pid}-*"))
+        assert SET_PREFIX not in Path(f"/proc/{single.pid}/maps").read_text()
+    finally:
+        assert single.stop() == 0
 
 
 @pytest.mark.timeout(300)
