@@ -67,7 +67,7 @@ def train_model(
     torch.manual_seed(seed)
     cls = get_model(plugin)
     hparams = cls.hyperparameters.from_dict(
-        {"embedding_dim": 32, "num_layers": num_layers, "learning_rate": 0.01, **overrides}
+        {"embedding_dim": 32, "num_layers": num_layers, "learning_rate": 0.01, "unseen_entity_rate": 0.0, **overrides}
     )
     model = cls(data.num_entities, NUM_RELATIONS, hparams)
     graph = message_graph(data.train, data.num_entities, NUM_RELATIONS)

@@ -28,7 +28,7 @@ def triples() -> torch.Tensor:
 
 
 def _model(plugin: str, **overrides: object) -> KGModel:
-    settings: dict[str, object] = {"num_layers": 2, "dropout": 0.0, **overrides}
+    settings: dict[str, object] = {"num_layers": 2, "dropout": 0.0, "unseen_entity_rate": 0.0, **overrides}
     return build(plugin, 0, **settings).eval()
 
 

@@ -104,7 +104,8 @@ def test_encoder_is_permutation_equivariant(
 def test_residual_encoder_starts_as_plain_embeddings_and_learns_its_gates(name: str, graph: dgl.DGLGraph) -> None:
     cls = get_model(name)
     torch.manual_seed(0)
-    model = cls(NUM_ENTITIES, NUM_RELATIONS, cls.hyperparameters.from_dict({"embedding_dim": 16, "dropout": 0.0}))
+    plain = {"embedding_dim": 16, "dropout": 0.0, "unseen_entity_rate": 0.0}  # no input masked while training
+    model = cls(NUM_ENTITIES, NUM_RELATIONS, cls.hyperparameters.from_dict(plain))
     assert model.hparams.residual and torch.equal(model.residual_gates, torch.zeros(1))
     entities, relations = model.encode(graph)
     torch.testing.assert_close(entities, model.entity_embedding)
