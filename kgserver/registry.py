@@ -47,6 +47,12 @@ Optional, to embed entities added to the graph after training (live knowledge,
   the vocabulary): those are entities it never saw, and their input is the learned
   "unseen" vector :meth:`KGModel.unseen_entity_input`. A plugin without the capability
   keeps today's behaviour: a graph must have exactly ``num_entities`` nodes.
+* ``aggregates_at_destination``: every layer's output at a node depends only on that
+  node's input and its incoming edges with their sources' inputs (normalised by the
+  node's own in-degree or a softmax over its in-edges, never by a source's degree). Then
+  an edge added into a node changes layer ``l`` only within ``l - 1`` hops of it, and a
+  change to the graph is re-encoded within ``receptive_field() - 1`` hops of the touched
+  nodes instead of ``receptive_field()``.
 """
 
 from __future__ import annotations
@@ -298,6 +304,7 @@ class KGModel(nn.Module):
     accepts_edge_weight: ClassVar[bool] = False
     reports_attention: ClassVar[bool] = False
     embeds_unseen_entities: ClassVar[bool] = False
+    aggregates_at_destination: ClassVar[bool] = False
 
     def __init__(self, num_entities: int, num_relations: int, hparams: Hyperparameters) -> None:
         super().__init__()

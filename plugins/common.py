@@ -102,6 +102,7 @@ class GNNLinkPredictor(KGModel):
     training_mode = "1-n"
     accepts_edge_weight = True
     embeds_unseen_entities = True
+    aggregates_at_destination = True  # in-degree means (R-GCN, CompGCN), softmax over in-edges (GATv2)
     hparams: GNNHyperparameters
 
     def __init__(self, num_entities: int, num_relations: int, hparams: GNNHyperparameters) -> None:

@@ -9,7 +9,8 @@ training and serving are treated exactly like those imported while serving.
 :func:`reencode` computes the embeddings, recomputing only what changed. An ``L``-layer
 encoder gives an entity an embedding from its ``L``-hop neighbourhood. When triples are
 added (or removed) and entities appear, only the entities within ``L`` hops of a touched
-node (a new entity, an endpoint of a changed triple) can have a different embedding;
+node (a new entity, an endpoint of a changed triple) can have a different embedding (``L
+- 1`` for a plugin whose layers aggregate at the destination, as the built-in ones do);
 every other row of the served model's embeddings stays valid. :func:`reencode` encodes
 just those entities, on the blocks :func:`kgserver.explain.neighbourhood.neighbourhood`
 draws from the current message graph, which give exactly the embeddings the whole graph
@@ -151,8 +152,10 @@ def reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tenso
     edges are added as in training). ``touched`` holds the ids of new entities and of
     both endpoints of every triple added or removed since the served embeddings were
     computed; new entities are always treated as touched. Rows of entities within the
-    model's receptive field of ``touched`` are recomputed; all others are copied from
-    ``served.entity_emb``. A plugin that declares no receptive field is re-encoded whole.
+    model's receptive field of ``touched`` (one hop less for a plugin that
+    ``aggregates_at_destination``: a changed in-edge changes layer ``l`` only within
+    ``l - 1`` hops) are recomputed; all others are copied from ``served.entity_emb``. A
+    plugin that declares no receptive field is re-encoded whole.
 
     Raises :class:`UnseenEntityUnsupported` when there are new entities and the model
     cannot embed them, :class:`UnseenRelationUnsupported` for a relation it has no
@@ -175,7 +178,8 @@ def reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tenso
             return entity_emb.detach().contiguous()
         embeddings = torch.empty(new, served.embedding_dim, dtype=served.entity_emb.dtype)
         embeddings[:old] = served.entity_emb
-        affected = affected_entities(graph, touched, hops)
+        radius = hops - 1 if model.aggregates_at_destination else hops
+        affected = affected_entities(graph, touched, radius)
         if len(affected):
             around = neighbourhood(graph, affected.tolist(), hops)
             entity_emb, _ = model.encode(around.blocks)
@@ -190,7 +194,7 @@ def affected_entities(graph: dgl.DGLGraph, touched: Tensor, hops: int) -> Tensor
     finds every entity whose ``hops``-hop in-neighbourhood reaches a touched node.
     """
     touched = torch.unique(touched)
-    if not len(touched):
+    if not len(touched) or hops == 0:
         return touched
     reached, _ = dgl.khop_out_subgraph(graph, touched, k=hops)
     return torch.sort(reached.ndata[dgl.NID]).values

@@ -85,8 +85,9 @@ def _within_hops(triples: torch.Tensor, seeds: set[int], hops: int) -> set[int]:
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)
-def test_reencode_equals_encoding_the_whole_extended_graph(plugin: str, train: torch.Tensor) -> None:
-    served = _served(build(plugin, num_layers=2, unseen_entity_rate=0.3), train)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_reencode_equals_encoding_the_whole_extended_graph(plugin: str, layers: int, train: torch.Tensor) -> None:
+    served = _served(build(plugin, num_layers=layers, unseen_entity_rate=0.3), train)
     added = _added()
     current = torch.cat([train, added])
     vocabulary = _extended_vocabulary(served)
@@ -96,15 +97,22 @@ def test_reencode_equals_encoding_the_whole_extended_graph(plugin: str, train: t
     expected = _whole_graph(served.model, current, NUM_ENTITIES + NEW)
     assert live.shape == (NUM_ENTITIES + NEW, served.embedding_dim)
     torch.testing.assert_close(live, expected, atol=1e-5, rtol=0)
-    changed = _within_hops(current, set(_touched(added).tolist()), 2)
+    changed = _within_hops(current, set(_touched(added).tolist()), layers - 1)  # layers aggregate at the destination
     unchanged = sorted(set(range(NUM_ENTITIES)) - changed)
     assert unchanged, "the fixture graph must leave some entities out of reach"
     assert torch.equal(live[unchanged], served.entity_emb[unchanged])  # copied, not recomputed
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)
-def test_only_the_receptive_field_of_the_touched_nodes_is_encoded(plugin: str, train: torch.Tensor) -> None:
+@pytest.mark.parametrize("at_destination", [True, False], ids=["destination-aggregating", "any"])
+def test_only_the_receptive_field_of_the_touched_nodes_is_encoded(
+    plugin: str, at_destination: bool, train: torch.Tensor
+) -> None:
+    """Two layers: entities within one hop of a touched node for the built-in plugins (their layers
+    aggregate at the destination), within two for a plugin that does not declare it."""
     served = _served(build(plugin, num_layers=2, unseen_entity_rate=0.3), train)
+    served.model.aggregates_at_destination = at_destination  # type: ignore[misc]  # as a plugin would declare
+    radius = 1 if at_destination else 2
     added = _added()
     current = torch.cat([train, added])
     encoded: list[Any] = []
@@ -117,18 +125,19 @@ def test_only_the_receptive_field_of_the_touched_nodes_is_encoded(plugin: str, t
     served.model.encode = recording_encode  # type: ignore[method-assign]  # count what reencode asks for
     reencode(served, _extended_vocabulary(served), current, _touched(added))
 
-    expected = _within_hops(current, set(_touched(added).tolist()), 2)
+    expected = _within_hops(current, set(_touched(added).tolist()), radius)
     assert len(encoded) == 1 and isinstance(encoded[0], list), "one encoding, of blocks, not of the whole graph"
     blocks = encoded[0]
+    assert len(blocks) == 2  # the blocks still reach the whole receptive field
     assert set(blocks[-1].dstdata["_ID"].tolist()) == expected
     assert len(expected) < NUM_ENTITIES + NEW
     graph = message_graph(current, NUM_ENTITIES + NEW, NUM_RELATIONS)
-    assert set(affected_entities(graph, _touched(added), 2).tolist()) == expected
+    assert set(affected_entities(graph, _touched(added), radius).tolist()) == expected
 
 
 def test_a_changed_neighbourhood_is_reencoded_even_without_the_unseen_vector(train: torch.Tensor) -> None:
     """Known entities only: any plugin can be re-encoded locally, whatever its training."""
-    served = _served(build("compgcn", num_layers=2), train)
+    served = _served(build("compgcn", num_layers=2, unseen_entity_rate=0.0), train)
     added = torch.tensor([[7, 4, 9], [11, 0, 3]])
     current = torch.cat([train, added])
     live = reencode(served, served.vocabulary, current, _touched(added))
@@ -144,7 +153,7 @@ def test_removed_triples_are_forgotten_by_touching_their_endpoints(train: torch.
 
 
 def test_a_model_not_trained_for_unseen_entities_says_it_needs_retraining(train: torch.Tensor) -> None:
-    served = _served(build("rgcn", num_layers=2), train)
+    served = _served(build("rgcn", num_layers=2, unseen_entity_rate=0.0), train)
     with pytest.raises(UnseenEntityUnsupported, match="new0.*retrain"):
         reencode(served, _extended_vocabulary(served), torch.cat([train, _added()]), _touched(_added()))
 
