@@ -19,6 +19,7 @@ from torch import Tensor
 
 from kgserver.errors import ConfigurationError
 from kgserver.evaluation.evaluator import Evaluator
+from kgserver.graph.index import rows_in
 from kgserver.graph.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -84,18 +85,8 @@ def evaluate_split(
     return SplitEvaluation(
         triples=len(wanted),
         unknown=unknown,
-        in_training=int(_contained(wanted, trained.train_triples).sum()),
+        in_training=int(rows_in(wanted, trained.train_triples).sum()),
         metrics=metrics,
     )
 
 
-def _contained(triples: Tensor, reference: Tensor) -> Tensor:
-    """Which rows of ``triples`` also occur in ``reference`` (both ``[n, 3]`` id tensors)."""
-    if len(reference) == 0:
-        return torch.zeros(len(triples), dtype=torch.bool)
-    span = int(torch.cat([triples, reference]).max()) + 1
-
-    def keys(t: Tensor) -> Tensor:
-        return (t[:, 0] * span + t[:, 1]) * span + t[:, 2]
-
-    return torch.isin(keys(triples), keys(reference))

@@ -14,6 +14,7 @@ its triples landed in valid or test (it simply has no edges).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +33,8 @@ class StoredGraphLike(Protocol):
     relations: list[str]
     triples: np.ndarray
     splits: np.ndarray
+    revision: int
+    created_at: datetime | None
 
 
 class StoreLike(Protocol):

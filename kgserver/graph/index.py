@@ -119,3 +119,16 @@ def _distinct_pairs(keys: Tensor, answers: Tensor) -> tuple[Tensor, Tensor]:
     first[1:] = (keys[1:] != keys[:-1]) | (answers[1:] != answers[:-1])
     return keys[first], answers[first]
 
+
+
+def rows_in(triples: Tensor, reference: Tensor) -> Tensor:
+    """Which rows of ``triples`` also occur in ``reference`` (both ``[n, 3]`` id tensors), as a bool mask."""
+    if len(reference) == 0 or len(triples) == 0:
+        return torch.zeros(len(triples), dtype=torch.bool, device=triples.device)
+    span = int(torch.cat([triples, reference]).max()) + 1
+
+    def keys(rows: Tensor) -> Tensor:
+        rows = rows.long()
+        return (rows[:, 0] * span + rows[:, 1]) * span + rows[:, 2]
+
+    return torch.isin(keys(triples), keys(reference))

@@ -49,6 +49,9 @@ class Snapshot:
         parts, metadata = split_triples(
             stored, graph_name, include_literals=include_literals, split_ratio=split_ratio, seed=seed
         )
+        metadata["store_revision"] = stored.revision  # where later imports start (live serving)
+        if stored.created_at is not None:
+            metadata["store_created_at"] = stored.created_at.isoformat()
         return cls(
             name=graph_name,
             entities=list(stored.entities),

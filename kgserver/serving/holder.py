@@ -171,6 +171,8 @@ class ModelHolder:
         exactly as a version swap is done; refused (False) if ``old`` is no longer what its
         reference serves, so a store update never undoes a version swap that happened meanwhile.
         A warm-up failure raises and leaves ``old`` served."""
+        if self._served.get(old.ref) is not old:
+            return False  # not worth a warm-up
         if self._warm is not None:
             self._warm(new)
         with self._write_lock:

@@ -50,6 +50,8 @@ class GraphChanges:
     vocabulary: Vocabulary
     triples: Tensor
     labels: Mapping[str, Mapping[str, str]]
+    held_out: Tensor | None = None
+    """bool ``[n]``: triples of a stored valid or test split (known, never evidence); None: none."""
 
 
 Reencoder = Callable[[ServedModel, Vocabulary, Tensor, Tensor], Tensor]
@@ -58,27 +60,35 @@ extended vocabulary (:func:`reencode`, or a stand-in in tests)."""
 
 
 def extended(served: ServedModel, changes: GraphChanges, reencode: Reencoder | None) -> ServedModel:
-    """``served`` plus the triples in ``changes``, at ``changes.revision`` (see the module doc)."""
+    """``served`` plus the triples in ``changes``, at ``changes.revision`` (see the module doc).
+
+    Triples marked ``held_out`` (a stored valid or test split) become known, so
+    ``filter_known`` leaves them out, but never evidence: they are not added to the
+    message graph and do not bring new entities in.
+    """
     old = served.vocabulary
     names = changes.vocabulary
     heads = [names.entities[i] for i in changes.triples[:, 0].tolist()]
     relations = [names.relations[i] for i in changes.triples[:, 1].tolist()]
     tails = [names.entities[i] for i in changes.triples[:, 2].tolist()]
+    held_out = changes.held_out.tolist() if changes.held_out is not None else [False] * len(heads)
     unseen_relations = {r for r in relations if not old.has_relation(r)}
     usable = [i for i, r in enumerate(relations) if r not in unseen_relations]
+    evidence = [i for i in usable if not held_out[i]]
     new_entities = list(
-        dict.fromkeys(iri for i in usable for iri in (heads[i], tails[i]) if not old.has_entity(iri))
+        dict.fromkeys(iri for i in evidence for iri in (heads[i], tails[i]) if not old.has_entity(iri))
     )
+    named = (heads, relations, tails)
     if reencode is not None:
         try:
-            return _reencoded(served, changes, reencode, old.with_entities(new_entities),
-                              (heads, relations, tails, usable), unseen_relations)  # fmt: skip
+            vocabulary = old.with_entities(new_entities)
+            return _reencoded(served, changes, reencode, vocabulary, named,
+                              (evidence, _nameable(vocabulary, named, usable)), unseen_relations)  # fmt: skip
         except KGServerError as error:  # the plugin cannot embed unseen entities: its typed refusal
             log.warning("%s: %s; new entities will answer NOT_FOUND until the model is retrained", served.ref, error)
     # No re-encoding: new triples among known entities only extend the filter (the message
     # graph stays what the embeddings were computed from); new entities are not embeddable.
-    among_known = [i for i in usable if old.has_entity(heads[i]) and old.has_entity(tails[i])]
-    added = _id_triples(old, heads, relations, tails, among_known)
+    added = _id_triples(old, named, _nameable(old, named, usable))
     known_triples = torch.cat([served.known_triples, added])
     return replace(
         served,
@@ -92,10 +102,19 @@ def extended(served: ServedModel, changes: GraphChanges, reencode: Reencoder | N
     )
 
 
-def _id_triples(
-    vocabulary: Vocabulary, heads: list[str], relations: list[str], tails: list[str], rows: list[int]
-) -> Tensor:
+Named = tuple[list[str], list[str], list[str]]
+"""Heads, relations and tails of some triples, as IRIs."""
+
+
+def _nameable(vocabulary: Vocabulary, named: Named, rows: list[int]) -> list[int]:
+    """Those of ``rows`` whose head and tail ``vocabulary`` has."""
+    heads, _, tails = named
+    return [i for i in rows if vocabulary.has_entity(heads[i]) and vocabulary.has_entity(tails[i])]
+
+
+def _id_triples(vocabulary: Vocabulary, named: Named, rows: list[int]) -> Tensor:
     """The triples at ``rows`` of the three IRI columns, as ``[n, 3]`` ids of ``vocabulary``."""
+    heads, relations, tails = named
     ids = [
         vocabulary.entity_ids([heads[i] for i in rows]),
         vocabulary.relation_ids([relations[i] for i in rows]),
@@ -109,13 +128,16 @@ def _reencoded(
     changes: GraphChanges,
     reencode: Reencoder,
     vocabulary: Vocabulary,
-    named: tuple[list[str], list[str], list[str], list[int]],
+    named: Named,
+    rows: tuple[list[int], list[int]],
     unseen_relations: set[str],
 ) -> ServedModel:
-    """:func:`extended` with new entities appended (``vocabulary``) and the touched neighbourhoods re-encoded."""
-    heads, relations, tails, usable = named
-    added = _id_triples(vocabulary, heads, relations, tails, usable)
-    known_triples = torch.cat([served.known_triples, added])
+    """:func:`extended` with new entities appended (``vocabulary``) and the touched neighbourhoods
+    re-encoded; ``rows`` are the evidence rows (message edges) and the rows that become known."""
+    evidence, known_rows = rows
+    added = _id_triples(vocabulary, named, evidence)
+    known_added = _id_triples(vocabulary, named, known_rows)
+    known_triples = torch.cat([served.known_triples, known_added])
     message_triples = torch.cat([served.train_triples, added]) if len(added) else served.train_triples
 
     entity_emb = served.entity_emb
@@ -132,7 +154,7 @@ def _reencoded(
         served,
         vocabulary=vocabulary,
         entity_emb=entity_emb,
-        known=TripleIndex.build(known_triples, vocabulary.num_relations) if len(added) else served.known,
+        known=TripleIndex.build(known_triples, vocabulary.num_relations) if len(known_added) else served.known,
         known_triples=known_triples,
         train_triples=message_triples,
         store_revision=changes.revision,
@@ -178,7 +200,7 @@ def reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tenso
             return entity_emb.detach().contiguous()
         embeddings = torch.empty(new, served.embedding_dim, dtype=served.entity_emb.dtype)
         embeddings[:old] = served.entity_emb
-        radius = hops - 1 if model.aggregates_at_destination else hops
+        radius = max(hops - 1, 0) if model.aggregates_at_destination else hops
         affected = affected_entities(graph, touched, radius)
         if len(affected):
             around = neighbourhood(graph, affected.tolist(), hops)

@@ -31,6 +31,8 @@ class LoadedModelLike(Protocol):
     train_triples: Tensor
     version: str
     graph_name: str
+    graph_revision: int
+    graph_created_at: str
 
     def encode(self) -> tuple[Tensor, Tensor]: ...
 

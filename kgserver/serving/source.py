@@ -8,8 +8,9 @@ the alias again) means an alias that moves twice in quick succession cannot mix
 versions.
 
 Preparing a version is assembled here, from plain parts: the loaded model, and,
-when serving runs with a store, the graph's stored triples mapped into the
-model's vocabulary, its labels and the revision they were read at.
+when serving runs with a store, the graph's stored triples (known, and what was
+imported since training extending the model as the watcher would), its labels and
+the revision they were read at.
 :class:`GraphFollower` is how :mod:`kgserver.serving.watcher` reads what the
 store added since. :class:`~kgserver.serving.served.ServedModel` itself never
 reads the store.
@@ -17,18 +18,22 @@ reads the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import logging
 
 import torch
 from torch import Tensor
 
 from kgserver.errors import ConfigurationError
+from kgserver.graph.index import rows_in
 from kgserver.graph.vocabulary import Vocabulary
 from kgserver.serving import live
 from kgserver.serving.holder import Builder, Resolver
-from kgserver.serving.live import GraphChanges, Reencoder, extended
+from kgserver.serving.live import GraphChanges, Reencoder
 from kgserver.serving.served import LoadedModelLike, ServedModel
 from kgserver.store import GraphState
+
+log = logging.getLogger(__name__)
 
 
 def registry_source(
@@ -57,13 +62,21 @@ def served_model(
     """``loaded`` ready to serve under ``ref``.
 
     Without a store its known triples are its training triples. With ``store_url``
-    it serves the graph it was trained on as stored there now: the stored triples of
-    the graph's valid and test splits are known (``filter_known`` leaves them out);
-    every other stored triple that is not a training triple is an addition since
-    training and extends the model exactly as the store watcher extends it while
-    serving (:func:`kgserver.serving.live.extended`: known, part of the message graph,
-    new entities embedded from their neighbourhood by ``reencode``). So an entity
-    imported between training and ``serve`` answers like one imported later.
+    it serves the graph it was trained on as stored there now, starting exactly as the
+    store watcher continues (:func:`kgserver.serving.live.extended`), so an entity
+    imported between training and ``serve`` answers like one imported later:
+
+    * what the store held when training read it (the bundle records that revision) is
+      known: ``filter_known`` leaves it out; the message graph stays the training
+      triples, as when the model was evaluated;
+    * what was imported since is added: known, part of the message graph (valid and
+      test splits excepted), new entities embedded from their neighbourhood by ``reencode``.
+
+    A bundle that does not record the store state it was trained on, or a graph deleted
+    and imported again since, cannot tell the two apart by revision: then every stored
+    triple that is neither a training triple nor in a stored valid/test split counts as
+    imported since (for a graph stored without a split, that includes the triples
+    training held out at random; this is logged).
     """
     if store_url is None:
         return ServedModel.build(ref, loaded, language=language)
@@ -74,38 +87,34 @@ def served_model(
         )
     vocabulary = Vocabulary(loaded.entities, loaded.relations)
     with GraphFollower(store_url) as follower:
-        stored = follower.changes(loaded.graph_name, 0)
-    held_out, _ = vocabulary.map_triples(stored.triples[stored.held_out], stored.vocabulary)
+        state = follower.state(loaded.graph_name)
+        same_life = bool(loaded.graph_created_at) and loaded.graph_created_at == state.created_at.isoformat()
+        if same_life and loaded.graph_revision <= state.revision:
+            known = follower.changes(loaded.graph_name, 0, upto=loaded.graph_revision)
+            since = follower.changes(loaded.graph_name, loaded.graph_revision)
+        else:
+            log.info("%s: %s; every stored triple outside training and the stored valid/test splits "
+                     "is served as imported since", ref,
+                     "the graph was imported again since training" if loaded.graph_created_at
+                     else "the bundle does not record the store revision training read")  # fmt: skip
+            known = follower.changes(loaded.graph_name, 0)
+            since = known
+    recorded, _ = vocabulary.map_triples(known.triples, known.vocabulary)
     served = ServedModel.build(
-        ref, loaded, also_known=held_out, store_revision=stored.revision,
-        store_created_at=stored.created_at, labels=stored.labels, language=language,
+        ref, loaded, also_known=recorded, store_revision=known.revision,
+        store_created_at=known.created_at, labels=known.labels, language=language,
     )  # fmt: skip
-    rest = stored.triples[~stored.held_out]
-    added = ~_in_vocabulary_triples(rest, stored.vocabulary, vocabulary, served.train_triples)
-    additions = GraphChanges(stored.revision, stored.created_at, stored.vocabulary, rest[added], stored.labels)
-    return extended(served, additions, reencode)
+    if since is known:  # by content: leave out the training triples themselves
+        entity_map, relation_map = vocabulary.id_maps(since.vocabulary)
+        rows = since.triples
+        mapped = torch.stack([entity_map[rows[:, 0]], relation_map[rows[:, 1]], entity_map[rows[:, 2]]], dim=1)
+        fresh = ~(rows_in(mapped, served.train_triples) & (mapped >= 0).all(dim=1))
+        since = dataclasses.replace(since, triples=rows[fresh], held_out=_mask(since.held_out, fresh))
+    return live.extended(served, since, reencode)
 
 
-def _in_vocabulary_triples(triples: Tensor, names: Vocabulary, vocabulary: Vocabulary, among: Tensor) -> Tensor:
-    """Which of ``triples`` (ids of ``names``) are, in ``vocabulary``'s ids, among ``among``."""
-    entity_map, relation_map = vocabulary.id_maps(names)
-    heads, relations, tails = entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]
-    named = (heads >= 0) & (relations >= 0) & (tails >= 0)
-    entities, num_relations = vocabulary.num_entities, vocabulary.num_relations
-
-    def keys(h: Tensor, r: Tensor, t: Tensor) -> Tensor:
-        return (h * num_relations + r) * entities + t
-
-    among = among.long()
-    return named & torch.isin(keys(heads, relations, tails), keys(among[:, 0], among[:, 1], among[:, 2]))
-
-
-@dataclass(frozen=True)
-class StoredChanges(GraphChanges):
-    """:class:`~kgserver.serving.live.GraphChanges` as read from the store, with ``held_out``
-    (bool ``[n]``): which triples the store keeps in a valid or test split."""
-
-    held_out: Tensor
+def _mask(held_out: Tensor | None, rows: Tensor) -> Tensor | None:
+    return None if held_out is None else held_out[rows]
 
 
 class GraphFollower:
@@ -124,13 +133,14 @@ class GraphFollower:
         """The graph's revision and creation time (:class:`~kgserver.errors.GraphNotFound` if it is gone)."""
         return self._store.state(graph)
 
-    def changes(self, graph: str, since: int) -> StoredChanges:
-        """The triples added to ``graph`` after revision ``since`` (all of it for 0), and its labels."""
-        state = self._store.state(graph)
-        stored = self._store.triples_since(graph, since)
-        return StoredChanges(
+    def changes(self, graph: str, since: int, upto: int | None = None) -> GraphChanges:
+        """The triples added to ``graph`` after revision ``since`` (all of it for 0; up to
+        revision ``upto`` when given), which of them are in a stored valid or test split,
+        and the graph's labels."""
+        stored = self._store.triples_since(graph, since, upto=upto)
+        return GraphChanges(
             revision=stored.revision,
-            created_at=state.created_at,
+            created_at=stored.created_at,
             vocabulary=Vocabulary(stored.entities, stored.relations),
             triples=torch.from_numpy(stored.triples).long().reshape(-1, 3),
             labels=self._store.labels_by_language(graph),

@@ -29,6 +29,7 @@ import time
 
 from kgserver.serving.holder import ModelHolder
 from kgserver.serving.live import Reencoder, extended
+from kgserver.serving.served import ServedModel
 from kgserver.serving.source import GraphFollower
 
 log = logging.getLogger(__name__)
@@ -63,20 +64,7 @@ class StoreWatcher:
             if not served.graph:
                 continue
             try:
-                state = self._follower.state(served.graph)
-                if state.created_at != served.store_created_at:
-                    rebuilt = self.holder.rebuild(served)
-                    if rebuilt is not None:
-                        swapped.append(rebuilt.store_revision)
-                        log.warning("%s: graph %r was deleted and imported again; rebuilt from it at revision %d",
-                                    served.ref, served.graph, rebuilt.store_revision)
-                    continue
-                if state.revision == served.store_revision:
-                    self._failing.pop(served.graph, None)
-                    continue
-                started = time.perf_counter()
-                changes = self._follower.changes(served.graph, served.store_revision)
-                updated = extended(served, changes, self._reencode)
+                updated = self._follow(served)
             except Exception as error:
                 reason = f"{type(error).__name__}: {error}"
                 if self._failing.get(served.graph) != reason:
@@ -86,13 +74,34 @@ class StoreWatcher:
                 self._failing[served.graph] = reason
                 continue
             self._failing.pop(served.graph, None)
-            if self.holder.replace(served, updated):
+            if updated is not None:
                 swapped.append(updated.store_revision)
+        return swapped
+
+    def _follow(self, served: ServedModel) -> ServedModel | None:
+        """Swap in ``served`` extended by what its graph gained, or rebuilt if the graph was
+        imported again; the new state, or None when nothing changed or ``served`` was
+        swapped out meanwhile. Raises whatever reading, re-encoding or warming up raised."""
+        state = self._follower.state(served.graph)
+        if state.created_at == served.store_created_at:
+            if state.revision == served.store_revision:
+                return None
+            started = time.perf_counter()
+            changes = self._follower.changes(served.graph, served.store_revision)
+            if changes.created_at == served.store_created_at:
+                updated = extended(served, changes, self._reencode)
+                if not self.holder.replace(served, updated):
+                    return None
                 log.info("%s: now at store revision %d (%d entities, %d new since training; read, "
                          "re-encoded and warmed in %.2f s)", served.ref, updated.store_revision,
                          updated.num_entities, updated.num_entities - updated.trained_entities,
                          time.perf_counter() - started)
-        return swapped
+                return updated
+        rebuilt = self.holder.rebuild(served)  # another life of the graph: start from it as it is
+        if rebuilt is not None:
+            log.warning("%s: graph %r was deleted and imported again; rebuilt from it at revision %d",
+                        served.ref, served.graph, rebuilt.store_revision)
+        return rebuilt
 
     def start(self) -> None:
         """Check in a daemon thread until :meth:`stop`."""

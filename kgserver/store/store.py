@@ -40,6 +40,9 @@ class StoredGraph:
     splits: np.ndarray
     revision: int = 0
     """The graph revision these arrays were read at (see :meth:`Store.revision`)."""
+    created_at: datetime | None = None
+    """When the graph was created (UTC), read with ``revision``: which life of the graph
+    the revision counts in (see :class:`GraphState`)."""
 
 
 @dataclass
@@ -176,24 +179,31 @@ class Store:
             ).first()
         if row is None:
             raise GraphNotFound(graph)
-        return GraphState(created_at=row.created_at, revision=int(row.revision))
+        return GraphState(created_at=_utc(row.created_at), revision=int(row.revision))
 
-    def triples_since(self, graph: str, revision: int, include_literals: bool = False) -> StoredGraph:
+    def triples_since(
+        self, graph: str, revision: int, include_literals: bool = False, upto: int | None = None
+    ) -> StoredGraph:
         """The triples imports added to ``graph`` after ``revision``, as :meth:`read_graph`
         returns a whole graph (entities and relations are those the new triples use).
 
-        The result's ``revision`` is the graph's revision read first; only triples up
-        to it are returned, so a concurrent import is either wholly in or wholly out.
-        A triple stated again later keeps the revision that first added it.
+        The result's ``revision`` is the graph's revision read first (or ``upto``, when
+        given and lower); only triples up to it are returned, so a concurrent import is
+        either wholly in or wholly out. A triple stated again later keeps the revision that
+        first added it. ``created_at`` is read with the revision, in the same query.
         """
         from kgserver.store.arrays import read_arrays  # numpy is needed here only
 
         with self.engine.connect() as connection:
-            graph_id = _graph_id(connection, graph)
-            upto = int(
-                connection.execute(select(Graph.revision).where(Graph.id == graph_id)).scalar_one()
-            )
-            return read_arrays(connection, graph_id, include_literals, (revision, upto))
+            row = connection.execute(
+                select(Graph.id, Graph.created_at, Graph.revision).where(Graph.name == graph)
+            ).first()
+            if row is None:
+                raise GraphNotFound(graph)
+            last = int(row.revision) if upto is None else min(upto, int(row.revision))
+            stored = read_arrays(connection, int(row.id), include_literals, (revision, last))
+        stored.created_at = _utc(row.created_at)
+        return stored
 
     def prefixes(self, graph: str) -> dict[str, str]:
         """The ``@prefix`` declarations recorded when Turtle/TriG was imported into ``graph``."""
@@ -238,6 +248,11 @@ class Store:
         with self.engine.connect() as connection:
             graphs = connection.execute(select(Graph.id, Graph.name, Graph.created_at).order_by(Graph.name)).all()
             return [_graph_info(connection, *graph) for graph in graphs]
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime (SQLite returns the stored UTC time without a zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _graph_id(connection: Connection, name: str) -> int:
@@ -320,7 +335,7 @@ def _graph_info(connection: Connection, graph_id: int, name: str, created_at: da
     return GraphInfo(
         name=name,
         # SQLite keeps no time zone; every timestamp kgserver writes is UTC.
-        created_at=created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC),
+        created_at=_utc(created_at),
         entities=int(entities),
         relations=int(relations),
         triples=triples,

@@ -90,6 +90,10 @@ class LoadedModel:
     train_triples: Tensor
     version: str = "local"
     graph_name: str = ""
+    graph_revision: int = 0
+    """The store revision of ``graph_name`` training read (0: not recorded)."""
+    graph_created_at: str = ""
+    """When that graph was created, ISO 8601 UTC ("": not recorded)."""
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     kgserver_version: str = ""
     _graph: Any = field(default=None, init=False, repr=False)
@@ -136,6 +140,10 @@ def save_bundle(path: str | Path, model: KGModel, snapshot: Snapshot) -> Path:
         "num_relations": snapshot.num_relations,
         "graph": snapshot.name,
     }
+    # The store state training read: serving treats what the store added after it as new.
+    for key in ("store_revision", "store_created_at"):
+        if key in snapshot.metadata:
+            config[f"graph_{key.removeprefix('store_')}"] = snapshot.metadata[key]
     # save_model (not save_file) because plugins may tie weights; it stores shared tensors once.
     save_model(model, str(target / WEIGHTS), metadata={"plugin": config["plugin"]})
     _write_lines(target / ENTITIES, snapshot.entities)
@@ -201,9 +209,17 @@ def load_bundle(path: str | Path, version: str = "local") -> LoadedModel:
         train_triples=triples,
         version=version,
         graph_name=str(config.get("graph", "")),
+        graph_revision=_non_negative_int(config.get("graph_revision", 0), "graph_revision"),
+        graph_created_at=str(config.get("graph_created_at", "")),
         hyperparameters=hparams.to_dict(),
         kgserver_version=str(config.get("kgserver_version", "")),
     )
+
+
+def _non_negative_int(value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UnsafeArtifact(f"config.json: {key} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _check_shapes(

@@ -16,10 +16,12 @@ import torch
 
 from kgserver.client import KGClient
 from kgserver.graph import Snapshot
+from kgserver.graph.index import rows_in
 from kgserver.graph.snapshot import message_graph
 from kgserver.graph.vocabulary import Vocabulary
 from kgserver.rdf.importer import import_files
 from kgserver.serving.live import reencode
+from kgserver.serving.source import served_model
 from kgserver.store import open_store
 from kgserver.tracking.bundle import load_bundle, save_bundle
 
@@ -110,3 +112,36 @@ def test_a_graph_deleted_and_imported_again_is_followed(db_url: str, inductive_b
             assert time.monotonic() < deadline, "the server did not notice the graph was imported again"
             time.sleep(REFRESH / 4)
         assert server.holder.get().store_revision == 2
+
+
+def test_a_graph_stored_without_a_split_keeps_its_held_out_triples_out_of_the_message_graph(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Training split it at random; the bundle records the store revision training read, so
+    serving knows those triples (filtered) without taking them as evidence."""
+    snapshot = make_snapshot()
+    rows = torch.cat([snapshot.train, snapshot.valid, snapshot.test]).tolist()
+    path = tmp_path / "graph.nt"  # no split in the name: stored without one
+    path.write_text("".join(f"<{entity(h)}> <{relation(r)}> <{entity(t)}> .\n" for h, r, t in rows))
+    with open_store(db_url) as store:
+        import_files(store, [path], "toy")
+        trained = Snapshot.from_store(store, "toy")
+    assert trained.metadata["split"] == "random" and trained.metadata["store_revision"] == 1
+    bundle = save_bundle(tmp_path / "bundle", train_model(trained, seed=5, epochs=1), trained)
+    served = served_model("toy@a", load_bundle(bundle), db_url)
+    assert torch.equal(served.train_triples, trained.train)  # the message graph the model was evaluated on
+    held_out = torch.cat([trained.valid, trained.test])
+    assert rows_in(held_out, served.known_triples).all()  # known, so filter_known leaves them out
+
+
+def test_a_test_split_imported_while_serving_is_known_but_not_evidence(
+    db_url: str, inductive_bundle: Path, tmp_path: Path
+) -> None:
+    line = f"<{entity(0)}> <{relation(0)}> <{NEW}> .\n"  # names a new entity, in a test split only
+    with following_server(inductive_bundle, db_url, reencode) as server, KGClient(server.address) as client:
+        (tmp_path / "later").mkdir()
+        assert import_lines(db_url, tmp_path / "later" / "test.nt", [line]) == 2
+        wait_for_revision(client, 2)
+        served = server.holder.get()
+        assert served.vocabulary.num_entities == served.trained_entities  # a test triple brings no entity in
+        assert len(served.train_triples) == len(load_bundle(inductive_bundle).train_triples)

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -191,15 +192,22 @@ def test_two_workers_extending_a_state_by_the_same_changes_share_the_reencoded_t
 def test_reencoded_tables_that_differ_in_their_last_bits_stay_each_worker_s_own(
     bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # live.reencode encodes on blocks whose in-edges DGL's full-neighbour sampler orders anew
-    # on every call, so two workers' sums differ in the last bits: not byte-identical, not shared
+    # Two workers whose re-encodings differ in the last bit (as sums in another order would):
+    # not byte-identical, so not shared. The difference is made, not waited for.
     served = _build(bundle_dir)("toy@champion", "toy/1")
     changes = _changes(served)
+
+    def last_bit_up(*arguments: Any) -> torch.Tensor:
+        table = reencode(*arguments)
+        return torch.nextafter(table, torch.full_like(table, float("inf")))
+
     with caplog.at_level(logging.WARNING, logger="kgserver.serving.shared"):
-        first, second = (extended(served, changes, SharedEmbeddings(tmp_path).reencoder(reencode)) for _ in range(2))
+        first = extended(served, changes, SharedEmbeddings(tmp_path).reencoder(reencode))
+        second = extended(served, changes, SharedEmbeddings(tmp_path).reencoder(last_bit_up))
     [file] = tmp_path.iterdir()
     assert mapped_files(tmp_path).count(str(file)) == 1, "only the worker that wrote it serves it"
     assert torch.allclose(first.entity_emb, second.entity_emb, rtol=0, atol=1e-6)
     assert not torch.equal(first.entity_emb, second.entity_emb)
-    [warning] = [r.getMessage() for r in caplog.records]
-    assert "not byte-identical" in warning and "this worker keeps its own copy" in warning
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "not byte-identical" in warnings[0], warnings
+    assert "this worker keeps its own copy" in warnings[0]
