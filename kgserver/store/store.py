@@ -251,8 +251,9 @@ class Store:
 
 
 def _utc(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime (SQLite returns the stored UTC time without a zone)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    """``moment`` as an aware UTC datetime (SQLite returns the stored UTC time without a zone;
+    PostgreSQL returns it in the session's time zone)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _graph_id(connection: Connection, name: str) -> int:
