@@ -63,13 +63,15 @@ class Vocabulary:
         except KeyError as missing:
             raise UnknownRelation(missing.args[0]) from None
 
-    def id_maps(self, source: Vocabulary, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
-        """``(entities, relations)``: int64 tensors from ``source``'s ids to this vocabulary's (``-1``
-        where this one lacks the IRI)."""
-        return (
-            _id_map(source.entities, self._entity_ids, device),
-            _id_map(source.relations, self._relation_ids, device),
-        )
+    def ids_of(self, triples: Tensor, source: Vocabulary) -> Tensor:
+        """``triples`` (``[n, 3]`` ids of ``source``) in this vocabulary's ids, row for row, with
+        ``-1`` for an entity or relation this vocabulary lacks."""
+        if triples.dim() != 2 or triples.shape[1] != 3:
+            raise ValueError(f"triples must be an [n, 3] tensor, got shape {tuple(triples.shape)}")
+        entity_map = _id_map(source.entities, self._entity_ids, triples.device)
+        relation_map = _id_map(source.relations, self._relation_ids, triples.device)
+        triples = triples.long()
+        return torch.stack([entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]], dim=1)
 
     def map_triples(self, triples: Tensor, source: Vocabulary) -> tuple[Tensor, int]:
         """``triples`` (``[n, 3]`` ids of ``source``) in this vocabulary's ids, and how many were dropped.
@@ -77,17 +79,11 @@ class Vocabulary:
         A triple naming an entity or relation this vocabulary lacks has no ids
         here, so it is left out (and counted); the others keep their order.
         """
-        if triples.dim() != 2 or triples.shape[1] != 3:
-            raise ValueError(f"triples must be an [n, 3] tensor, got shape {tuple(triples.shape)}")
-        entity_map, relation_map = self.id_maps(source, triples.device)
-        triples = triples.long()
-        mapped = torch.stack(
-            [entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]], dim=1
-        )
+        mapped = self.ids_of(triples, source)
         keep = (mapped >= 0).all(dim=1)
         return mapped[keep], int((~keep).sum())
 
 
-def _id_map(iris: Sequence[str], ids: dict[str, int], device: torch.device | None) -> Tensor:
+def _id_map(iris: Sequence[str], ids: dict[str, int], device: torch.device) -> Tensor:
     """Source id -> id in ``ids`` (``-1`` where ``ids`` lacks the IRI)."""
     return torch.tensor([ids.get(iri, -1) for iri in iris], dtype=torch.long, device=device)

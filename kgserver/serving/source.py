@@ -105,11 +105,9 @@ def served_model(
         store_created_at=known.created_at, labels=known.labels, language=language,
     )  # fmt: skip
     if since is known:  # by content: leave out the training triples themselves
-        entity_map, relation_map = vocabulary.id_maps(since.vocabulary)
-        rows = since.triples
-        mapped = torch.stack([entity_map[rows[:, 0]], relation_map[rows[:, 1]], entity_map[rows[:, 2]]], dim=1)
+        mapped = vocabulary.ids_of(since.triples, since.vocabulary)
         fresh = ~(rows_in(mapped, served.train_triples) & (mapped >= 0).all(dim=1))
-        since = dataclasses.replace(since, triples=rows[fresh], held_out=_mask(since.held_out, fresh))
+        since = dataclasses.replace(since, triples=since.triples[fresh], held_out=_mask(since.held_out, fresh))
     return live.extended(served, since, reencode)
 
 
