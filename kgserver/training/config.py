@@ -15,6 +15,8 @@ from kgserver.registry import KGModel
 
 Mode = Literal["auto", "full", "sampled"]
 MODES = ("auto", "full", "sampled")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = ("fp32", "bf16")
 
 
 class Observer(Protocol):
@@ -49,6 +51,13 @@ class TrainConfig:
     neighbour-sampled mini-batches with ``fanouts`` neighbours per layer
     (default 10 per layer of the model). ``threads`` sets torch's CPU threads
     for the run (default: leave torch's setting alone).
+    ``precision`` "bf16" runs each training step's matrix products (the decoder's
+    scores against every candidate, the layers' linear maps) in bfloat16 under
+    ``torch.autocast``, accumulating in float32; parameters, optimizer state, the
+    loss and every evaluation stay float32. On a CPU with native bfloat16 dot
+    products that makes the decoder several times faster (``bench/RESULTS.md``,
+    section Training); elsewhere bfloat16 is emulated and slower, which is why
+    ``kgserver train`` measures before it chooses (:mod:`kgserver.training.defaults`).
     """
 
     epochs: int = 100
@@ -64,6 +73,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     memory_budget_gb: float | None = None
     threads: int | None = None
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -88,6 +98,8 @@ class TrainConfig:
             raise ConfigurationError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise ConfigurationError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}")
+        if self.precision not in PRECISIONS:
+            raise ConfigurationError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigurationError(f"threads must be at least 1, got {self.threads}")
 

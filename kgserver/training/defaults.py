@@ -51,6 +51,7 @@ PARAMETER_SHARE = 0.25  # of memory, for the embedding tables' training state
 SCORE_SHARE = 0.125  # of memory, for a step's score matrices
 DIM_MULTIPLE = 32
 SMALL_DIM_MULTIPLE = 8
+BF16_MIN_SPEEDUP = 1.5  # bfloat16 matrix products must be this much faster than float32 to be chosen
 
 _RUN_DEFAULTS = TrainConfig()
 RULES = {
@@ -79,6 +80,11 @@ RULES = {
         f"each) exceed {SCORE_SHARE:.1%} of memory"
     ),
     "threads": "--threads: the machine's physical cores divided by the job's processes on it",
+    "precision": (
+        "--precision auto: bf16 (matrix products of each training step in bfloat16, float32 accumulation, "
+        f"parameters and evaluation in float32) when the device multiplies bfloat16 matrices at least "
+        f"{BF16_MIN_SPEEDUP}x faster than float32 ones, measured when training starts; else fp32"
+    ),
 }
 
 
@@ -97,10 +103,12 @@ class GraphSize:
 
 @dataclass(frozen=True)
 class Machine:
-    """What one training process has of the machine: bytes of memory and CPU cores."""
+    """What one training process has of the machine: bytes of memory, CPU cores, and how many
+    times faster than float32 its device multiplies bfloat16 matrices (below 1: emulated)."""
 
     memory_bytes: int
     cores: int
+    bf16_speedup: float = 1.0
 
     @classmethod
     def of_this_process(cls, device: torch.device, ranks: Ranks) -> Machine:
@@ -120,8 +128,40 @@ class Machine:
         if device.type != "cpu" or ranks.local_world_size < ranks.world_size:
             memory = int(ranks.minimum(memory))
         # psutil cannot tell physical cores on some platforms (None); the logical count is then all there is
-        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        return cls(memory, max(1, cores // ranks.local_world_size))
+        cores = max(1, (psutil.cpu_count(logical=False) or os.cpu_count() or 1) // ranks.local_world_size)
+        return cls(memory, cores, ranks.minimum(bf16_matmul_speedup(device, cores)))
+
+
+def bf16_matmul_speedup(device: torch.device, threads: int) -> float:
+    """float32 time / bfloat16 time of one ``[512, 512] x [512, 4096]`` product on ``device``, best of 3.
+
+    CPUs with bfloat16 dot-product instructions (AVX512-BF16, AMX) run it several
+    times faster; CPUs without them convert and are slower, so it is measured
+    rather than looked up. About 20 ms on a CPU core.
+    """
+    import time
+
+    import torch
+
+    from kgserver.training.runtime import cpu_threads
+
+    def seconds(dtype: torch.dtype) -> float:
+        left = torch.randn(512, 512, device=device).to(dtype)
+        right = torch.randn(512, 4096, device=device).to(dtype)
+        timings = []
+        for _ in range(4):
+            started = time.perf_counter()
+            left @ right
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings.append(time.perf_counter() - started)
+        return min(timings[1:])
+
+    with cpu_threads(threads if device.type == "cpu" else None):
+        try:
+            return seconds(torch.float32) / seconds(torch.bfloat16)
+        except RuntimeError:  # a device without bfloat16 matrix products
+            return 0.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +229,8 @@ def size_defaults(
         run["eval_batch_size"] = _eval_batch_size(graph, memory, config.eval_batch_size)
     if "threads" not in explicit:
         run["threads"] = Choice(machine.cores, f"the {machine.cores} physical core(s) this process has")
+    if "precision" not in explicit:
+        run["precision"] = _precision(machine.bf16_speedup)
     try:
         chosen = schema(**{**assigned, **{name: choice.value for name, choice in hyperparameters.items()}})
     except (ValueError, TypeError) as error:
@@ -305,6 +347,13 @@ def _eval_batch_size(graph: GraphSize, memory: int, default: int) -> Choice:
         f"halved from {default} so that scoring against {graph.entities:,} entities, "
         f"{_gib(score_bytes(size, graph.entities))}, fits an eighth of memory, {_gib(budget)}",
     )
+
+
+def _precision(speedup: float) -> Choice:
+    measured = f"bfloat16 matrix products measured {speedup:.1f}x as fast as float32 on this device"
+    if speedup >= BF16_MIN_SPEEDUP:
+        return Choice("bf16", measured)
+    return Choice("fp32", f"{measured}, under {BF16_MIN_SPEEDUP}x")
 
 
 def _times(ratio: float) -> str:

@@ -62,8 +62,10 @@ class Objective:
 def one_to_n_loss(objective: Objective, logits: Tensor, rows: Tensor, objects: Tensor) -> Tensor:
     """Loss of ``logits [B, N]`` against the answers ``(rows, objects)``.
 
-    The targets are kept sparse until here and densified for this batch only.
+    The targets are kept sparse until here and densified for this batch only;
+    logits computed in a lower precision (``TrainConfig.precision``) are scored in float32.
     """
+    logits = logits.float()
     targets = torch.zeros_like(logits)
     targets[rows, objects] = 1.0
     return objective(logits, targets)
@@ -88,7 +90,7 @@ def negatives_loss(
     """
     batch, k = negatives.shape
     candidates, columns = torch.unique(torch.cat([positives, negatives.reshape(-1)]), return_inverse=True)
-    scores = model.score(heads, relations, table[candidates])
+    scores = model.score(heads, relations, table[candidates]).float()
     logits = torch.cat(
         [scores.gather(1, columns[:batch].unsqueeze(1)), scores.gather(1, columns[batch:].view(batch, k))], dim=1
     )

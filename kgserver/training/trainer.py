@@ -123,7 +123,7 @@ def _train(
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.monotonic()
         model.train()
-        loss, completed = _run_epoch(model, step_loss, source, optimizer, config.grad_clip, deadline, ranks)
+        loss, completed = _run_epoch(model, step_loss, source, optimizer, config, device, deadline, ranks)
         learning_rate, stop = optimizer.param_groups[0]["lr"], None
         if ranks.is_main:
             record: dict[str, float] = {
@@ -219,7 +219,8 @@ def _run_epoch(
     step_loss: Callable[[Callable[[], Tensor] | None], Tensor],
     source: BatchSource,
     optimizer: torch.optim.Optimizer,
-    grad_clip: float,
+    config: TrainConfig,
+    device: torch.device,
     deadline: float,
     ranks: Ranks,
 ) -> tuple[float, bool]:
@@ -230,6 +231,10 @@ def _run_epoch(
     divides out again) it gives gradients equal to one process's over the
     whole batch. Rank 0's clock decides the deadline, checked before each step
     after the first, so that every rank stops at the same step.
+
+    With ``config.precision`` "bf16" each step's forward pass runs under
+    ``torch.autocast``, entered anew for every step: autocast keeps its bfloat16
+    copies of the weights until it exits, and they must not outlive an optimizer step.
     """
     total, count = 0.0, 0
     for step in source.batches():
@@ -238,10 +243,11 @@ def _run_epoch(
         if stop:
             return ranks.total(total) / count, False
         optimizer.zero_grad(set_to_none=True)
-        loss = step_loss(step.loss)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            loss = step_loss(step.loss)
         share = step.weight / weight
         (loss * (share * ranks.world_size) if ranks.distributed else loss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         total += loss.item() * share * size
         count += size

@@ -90,6 +90,8 @@ class RelGATv2Conv(nn.Module):
             if edge_weight is not None:
                 alpha = alpha * edge_weight.unsqueeze(1)
             graph.edata["alpha"] = alpha.unsqueeze(-1)
+            # under autocast the messages come out of a bfloat16 product; DGL sums one dtype
+            graph.srcdata["m_src"] = graph.srcdata["m_src"].to(alpha.dtype)
             graph.update_all(fn.u_mul_e("m_src", "alpha", "m"), fn.sum("m", "from_nodes"))
             from_nodes = graph.dstdata["from_nodes"]
             _, dst = graph.edges()

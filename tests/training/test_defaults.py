@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from kgserver.errors import ConfigurationError
 from kgserver.registry import get_model
 from kgserver.training import TrainConfig
-from kgserver.training.defaults import PARAMETER_SHARE, GraphSize, Machine, size_defaults
+from kgserver.training.defaults import PARAMETER_SHARE, GraphSize, Machine, bf16_matmul_speedup, size_defaults
 from kgserver.training.mode import parameter_bytes
 
 CODEX_S = GraphSize(entities=2_034, relations=42, train_triples=32_888)
@@ -59,7 +60,8 @@ def test_a_million_entities_get_a_dimension_that_fits_memory() -> None:
 def test_what_the_user_gives_always_wins() -> None:
     assigned = {"embedding_dim": 512, "batch_size": 256}
     config = TrainConfig(eval_every=7, threads=1, mode="sampled")
-    sizing = size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), assigned, config, {"eval_every", "threads"})
+    given = {"eval_every", "threads", "precision"}
+    sizing = size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), assigned, config, given)
     assert sizing.hyperparameters.embedding_dim == 512 and sizing.hyperparameters.batch_size == 256
     assert (sizing.config.eval_every, sizing.config.threads, sizing.config.mode) == (7, 1, "sampled")
     assert set(sizing.chosen_hyperparameters) == set()
@@ -68,6 +70,21 @@ def test_what_the_user_gives_always_wins() -> None:
     forced = size_defaults(FB15K_237, THIS_MACHINE, get_model("compgcn"), {}, TrainConfig(mode="sampled"), set())
     assert forced.config.mode == "sampled" and forced.hyperparameters.batch_size == 1024
     assert "mode" not in forced.chosen_config
+
+
+@pytest.mark.parametrize(("speedup", "precision"), [(3.9, "bf16"), (1.5, "bf16"), (1.2, "fp32"), (0.0, "fp32")])
+def test_bf16_is_chosen_where_it_was_measured_faster(speedup: float, precision: str) -> None:
+    machine = dataclasses.replace(THIS_MACHINE, bf16_speedup=speedup)
+    sizing = size_defaults(FB15K_237, machine, get_model("compgcn"), {}, TrainConfig(), frozenset())
+    assert sizing.config.precision == precision
+    assert f"measured {speedup:.1f}x as fast" in sizing.chosen_config["precision"].reason
+    forced = size_defaults(FB15K_237, machine, get_model("compgcn"), {}, TrainConfig(precision="fp32"), {"precision"})
+    assert forced.config.precision == "fp32" and "precision" not in forced.chosen_config
+
+
+def test_the_bf16_probe_times_this_machine() -> None:
+    speedup = bf16_matmul_speedup(torch.device("cpu"), 1)
+    assert 0.0 < speedup < 100.0  # a ratio of two measured times; which side wins depends on the CPU
 
 
 def test_a_choice_the_plugin_rejects_is_a_configuration_error() -> None:
