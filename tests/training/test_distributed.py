@@ -54,7 +54,7 @@ def train_args(db_url: str) -> list[str]:
     settings = [arg for item in SETTINGS for arg in ("--set", item)]
     return [
         "train", "--graph", "codex", "--model", "compgcn", "--epochs", str(EPOCHS), "--eval-every", str(EPOCHS),
-        "--threads", "1", "--db", db_url, "--json", *settings,
+        "--threads", "1", "--precision", "fp32", "--db", db_url, "--json", *settings,
     ]
 
 
