@@ -53,6 +53,14 @@ Optional, to embed entities added to the graph after training (live knowledge,
   an edge added into a node changes layer ``l`` only within ``l - 1`` hops of it, and a
   change to the graph is re-encoded within ``receptive_field() - 1`` hops of the touched
   nodes instead of ``receptive_field()``.
+
+Optional, to train faster where the device has fast bfloat16 matrix products:
+
+* ``trains_in_bf16``: the plugin's ``encode`` and ``score`` run correctly under
+  ``torch.autocast(dtype=torch.bfloat16)``, where matrix products return bfloat16
+  while parameters stay float32 (anything that needs one dtype, such as a DGL
+  message-passing call, converts its operands). ``kgserver train --precision auto``
+  chooses bfloat16 steps only for such a plugin; ``--precision bf16`` refuses the others.
 """
 
 from __future__ import annotations
@@ -305,6 +313,7 @@ class KGModel(nn.Module):
     reports_attention: ClassVar[bool] = False
     embeds_unseen_entities: ClassVar[bool] = False
     aggregates_at_destination: ClassVar[bool] = False
+    trains_in_bf16: ClassVar[bool] = False
 
     def __init__(self, num_entities: int, num_relations: int, hparams: Hyperparameters) -> None:
         super().__init__()

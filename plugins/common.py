@@ -103,6 +103,7 @@ class GNNLinkPredictor(KGModel):
     accepts_edge_weight = True
     embeds_unseen_entities = True
     aggregates_at_destination = True  # in-degree means (R-GCN, CompGCN), softmax over in-edges (GATv2)
+    trains_in_bf16 = True  # DGL calls get one dtype; tested per plugin and mode against float32 steps
     hparams: GNNHyperparameters
 
     def __init__(self, num_entities: int, num_relations: int, hparams: GNNHyperparameters) -> None:

@@ -82,8 +82,9 @@ RULES = {
     "threads": "--threads: the machine's physical cores divided by the job's processes on it",
     "precision": (
         "--precision auto: bf16 (matrix products of each training step in bfloat16, float32 accumulation, "
-        f"parameters and evaluation in float32) when the device multiplies bfloat16 matrices at least "
-        f"{BF16_MIN_SPEEDUP}x faster than float32 ones, measured when training starts; else fp32"
+        f"parameters and evaluation in float32) when the plugin declares trains_in_bf16 and the device "
+        f"multiplies bfloat16 matrices at least {BF16_MIN_SPEEDUP}x faster than float32 ones, measured when "
+        "training starts; else fp32"
     ),
 }
 
@@ -230,7 +231,12 @@ def size_defaults(
     if "threads" not in explicit:
         run["threads"] = Choice(machine.cores, f"the {machine.cores} physical core(s) this process has")
     if "precision" not in explicit:
-        run["precision"] = _precision(machine.bf16_speedup)
+        run["precision"] = _precision(machine.bf16_speedup, model_class)
+    elif config.precision == "bf16" and not model_class.trains_in_bf16:
+        raise ConfigurationError(
+            f"model {model_class.name!r} does not declare that it trains under bfloat16 autocast "
+            "(the contract's trains_in_bf16); use --precision fp32 or auto"
+        )
     try:
         chosen = schema(**{**assigned, **{name: choice.value for name, choice in hyperparameters.items()}})
     except (ValueError, TypeError) as error:
@@ -349,7 +355,9 @@ def _eval_batch_size(graph: GraphSize, memory: int, default: int) -> Choice:
     )
 
 
-def _precision(speedup: float) -> Choice:
+def _precision(speedup: float, model_class: type[KGModel]) -> Choice:
+    if not model_class.trains_in_bf16:
+        return Choice("fp32", f"model {model_class.name!r} does not declare trains_in_bf16")
     measured = f"bfloat16 matrix products measured {speedup:.1f}x as fast as float32 on this device"
     if speedup >= BF16_MIN_SPEEDUP:
         return Choice("bf16", measured)

@@ -82,6 +82,16 @@ def test_bf16_is_chosen_where_it_was_measured_faster(speedup: float, precision: 
     assert forced.config.precision == "fp32" and "precision" not in forced.chosen_config
 
 
+def test_a_plugin_that_does_not_declare_bf16_trains_in_fp32() -> None:
+    compgcn = get_model("compgcn")
+    undeclared = type("Undeclared", (compgcn,), {"trains_in_bf16": False, "name": "undeclared"})
+    fast = dataclasses.replace(THIS_MACHINE, bf16_speedup=3.9)
+    sizing = size_defaults(FB15K_237, fast, undeclared, {}, TrainConfig(), frozenset())
+    assert sizing.config.precision == "fp32" and "trains_in_bf16" in sizing.chosen_config["precision"].reason
+    with pytest.raises(ConfigurationError, match=r"'undeclared' does not declare .*trains_in_bf16"):
+        size_defaults(FB15K_237, fast, undeclared, {}, TrainConfig(precision="bf16"), {"precision"})
+
+
 def test_the_bf16_probe_times_this_machine() -> None:
     speedup = bf16_matmul_speedup(torch.device("cpu"), 1)
     assert 0.0 < speedup < 100.0  # a ratio of two measured times; which side wins depends on the CPU
