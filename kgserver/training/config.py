@@ -113,6 +113,7 @@ class TrainResult:
     ``valid_``, plus ``epochs`` (run) and ``seconds`` (wall time).
     ``history`` has one dict per epoch: ``epoch``, ``loss``, ``epoch_seconds``, ``learning_rate``,
     and on evaluation epochs ``valid_mrr`` and ``valid_hits_at_{1,3,10}``.
+    ``last_epoch_complete`` is False when ``max_minutes`` ended the last epoch between two steps.
     """
 
     model: KGModel
@@ -122,7 +123,16 @@ class TrainResult:
     mode: str = "full"
     stop_reason: str = "epochs"
     config: TrainConfig | None = None
+    last_epoch_complete: bool = True
 
     def summary(self) -> dict[str, Any]:
-        """The metrics plus how the run went, for a JSON report."""
-        return {**self.metrics, "best_epoch": self.best_epoch, "mode": self.mode, "stop_reason": self.stop_reason}
+        """The metrics plus how the run went (training seconds of each epoch, evaluation excluded), for a
+        JSON report."""
+        return {
+            **self.metrics,
+            "best_epoch": self.best_epoch,
+            "mode": self.mode,
+            "stop_reason": self.stop_reason,
+            "epoch_seconds": [round(record["epoch_seconds"], 3) for record in self.history],
+            "last_epoch_complete": self.last_epoch_complete,
+        }

@@ -166,6 +166,7 @@ def _train(
         mode=mode,
         stop_reason=stop_reason,
         config=config,
+        last_epoch_complete=completed,
     )
 
 
