@@ -232,7 +232,7 @@ def run_train_job(job: TrainJob) -> None:
             snapshot = Snapshot.from_store(store, job.graph, split_ratio=job.split_ratio, seed=job.config.seed)
         sizing = size_defaults(
             GraphSize.of(snapshot),
-            Machine.of_this_process(resolve_device(device), ranks),
+            Machine.of_this_process(resolve_device(device), ranks, probe_bf16="precision" not in job.explicit),
             model_class,
             assigned,
             dataclasses.replace(job.config, device=device),

@@ -112,12 +112,14 @@ class Machine:
     bf16_speedup: float = 1.0
 
     @classmethod
-    def of_this_process(cls, device: torch.device, ranks: Ranks) -> Machine:
+    def of_this_process(cls, device: torch.device, ranks: Ranks, *, probe_bf16: bool = True) -> Machine:
         """This process's share: the device's memory (on the CPU the machine's, shared by the
-        job's processes on it) and the machine's physical cores divided among those processes.
+        job's processes on it) and the machine's physical cores divided among those processes,
+        and (``probe_bf16``) the measured bfloat16 speed-up; without the probe it is left at 1.
 
         Every rank must choose the same model, so ranks that may see different memory (on
-        other machines, or on GPUs) agree on the smallest share any of them has.
+        other machines, or on GPUs) agree on the smallest share any of them has, and all ranks
+        on the smallest speed-up any of them measured (a collective: every rank must probe).
         """
         import psutil
 
@@ -130,6 +132,8 @@ class Machine:
             memory = int(ranks.minimum(memory))
         # psutil cannot tell physical cores on some platforms (None); the logical count is then all there is
         cores = max(1, (psutil.cpu_count(logical=False) or os.cpu_count() or 1) // ranks.local_world_size)
+        if not probe_bf16:
+            return cls(memory, cores)
         return cls(memory, cores, ranks.minimum(bf16_matmul_speedup(device, cores)))
 
 

@@ -110,9 +110,11 @@ def test_a_failing_worker_fails_the_job_and_its_run(
     monkeypatch.setenv("KGSERVER_HOME", str(tmp_path))
     monkeypatch.setenv("KGSERVER_DIST_TIMEOUT_MINUTES", "2")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # precision given: choosing it measures every rank and agrees on the result (a collective), which
+    # rank 1's failure would end before rank 0 opens the run this test is about
     job = TrainJob(
-        "codex", "compgcn", SETTINGS, TrainConfig(epochs=EPOCHS, threads=1), (0.8, 0.1, 0.1),
-        None, None, False, codex, True, frozenset({"threads"}),
+        "codex", "compgcn", SETTINGS, TrainConfig(epochs=EPOCHS, threads=1, precision="fp32"), (0.8, 0.1, 0.1),
+        None, None, False, codex, True, frozenset({"threads", "precision"}),
     )
     started = time.monotonic()
     with pytest.raises(DistributedTrainingFailed, match="rank 1 of 2 failed: RuntimeError: rank 1 lost its data"):
