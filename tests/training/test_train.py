@@ -146,6 +146,8 @@ def test_bad_settings_are_configuration_errors() -> None:
         TrainConfig(mode="fast")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="epochs"):
         TrainConfig(epochs=0)
+    with pytest.raises(ConfigurationError, match="precision must be one of fp32, bf16; got 'fp16'"):
+        TrainConfig(precision="fp16")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="device"):
         train(None, None, TrainConfig(device="tpu"))  # type: ignore[arg-type]
 
