@@ -85,7 +85,15 @@ def train_command(
         help="Evaluate on the validation split every N epochs (default: by the graph's size, 5 on small graphs).",
     ),
     lr_decay: float = typer.Option(
-        0.5, "--lr-decay", help="Multiply the learning rate by this after an evaluation without improvement (1: never)."
+        0.5,
+        "--lr-decay",
+        help="Multiply the learning rate by this after --lr-patience evaluations without improvement (1: never).",
+    ),
+    lr_patience: int | None = typer.Option(
+        None,
+        "--lr-patience",
+        help="Decay the learning rate after every N evaluations without improvement "
+        "(default: 1, or 2 when validation is more frequent than every 5 epochs).",
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for torch, per process (default: the physical cores / processes)."
@@ -126,7 +134,7 @@ def train_command(
     evaluates, reports and tracks: one MLflow run per job.
 
     Settings whose best value depends on the graph's size (embedding_dim when
-    memory is short, batch_size, --eval-every, --mode auto, --threads, --precision auto) are chosen
+    memory is short, batch_size, --eval-every, --lr-patience, --mode auto, --threads, --precision auto) are chosen
     from the graph and the machine unless given: one line each on stderr, and
     the run records them (MLflow params auto.NAME, with the reason). The rules:
     `kgserver models available`.
@@ -153,12 +161,14 @@ def train_command(
         patience=patience,
         eval_every=TrainConfig.eval_every if eval_every is None else eval_every,
         lr_decay=lr_decay,
+        lr_patience=TrainConfig.lr_patience if lr_patience is None else lr_patience,
         mode=mode.value,
         threads=threads,
         precision="bf16" if precision is PrecisionChoice.bf16 else "fp32",  # auto: size_defaults chooses
     )
     given = {
         "eval_every": eval_every,
+        "lr_patience": lr_patience,
         "threads": threads,
         "precision": None if precision is PrecisionChoice.auto else precision,
     }

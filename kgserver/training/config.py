@@ -41,9 +41,11 @@ class TrainConfig:
     """How to run training.
 
     ``patience`` counts validation evaluations (every ``eval_every`` epochs)
-    without a better validation MRR before stopping; each such evaluation also
-    multiplies the learning rate by ``lr_decay`` (1 keeps it constant), so a run
-    that has stopped improving takes smaller steps before it gives up.
+    without a better validation MRR before stopping; every ``lr_patience``-th
+    such evaluation also multiplies the learning rate by ``lr_decay`` (1 keeps it
+    constant), so a run that has stopped improving takes smaller steps before it
+    gives up. ``lr_patience`` above 1 keeps one noisy evaluation from halving the
+    rate when evaluations are only an epoch apart.
     ``max_minutes`` stops the run cleanly between batches; the best checkpoint
     so far is still used.
     ``mode`` "auto" trains on the full graph when its estimated activation
@@ -67,6 +69,7 @@ class TrainConfig:
     patience: int = 5
     eval_every: int = 5
     lr_decay: float = 0.5
+    lr_patience: int = 1
     mode: Mode = "auto"
     fanouts: tuple[int, ...] | None = None
     grad_clip: float = 1.0
@@ -84,6 +87,8 @@ class TrainConfig:
             raise ConfigurationError(f"patience must be at least 1, got {self.patience}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigurationError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_patience < 1:
+            raise ConfigurationError(f"lr_patience must be at least 1, got {self.lr_patience}")
         if self.eval_every < 1:
             raise ConfigurationError(f"eval_every must be at least 1, got {self.eval_every}")
         if self.mode not in MODES:

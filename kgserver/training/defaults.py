@@ -51,6 +51,7 @@ PARAMETER_SHARE = 0.25  # of memory, for the embedding tables' training state
 SCORE_SHARE = 0.125  # of memory, for a step's score matrices
 DIM_MULTIPLE = 32
 SMALL_DIM_MULTIPLE = 8
+FREQUENT_LR_PATIENCE = 2  # evaluations without improvement per decay when validation is more frequent
 BF16_MIN_SPEEDUP = 1.5  # bfloat16 matrix products must be this much faster than float32 to be chosen
 
 _RUN_DEFAULTS = TrainConfig()
@@ -74,6 +75,11 @@ RULES = {
         "training triples x entities) / (training triples x candidates per query: all entities in full-graph "
         f"1-N training), rounded down, within [1, {_RUN_DEFAULTS.eval_every}]: validation after about the work of "
         f"{_RUN_DEFAULTS.eval_every} {REFERENCE_NAME} epochs; --patience and --lr-decay count evaluations and follow"
+    ),
+    "lr_patience": (
+        f"--lr-patience: {_RUN_DEFAULTS.lr_patience} (every evaluation without improvement decays the learning "
+        f"rate) when validation comes every {_RUN_DEFAULTS.eval_every} epochs or less often; {FREQUENT_LR_PATIENCE} "
+        "when it comes more often, since evaluations an epoch apart differ by little more than their noise"
     ),
     "eval_batch_size": (
         f"{_RUN_DEFAULTS.eval_batch_size}, halved while its scores against every entity ({BYTES_PER_SCORE} bytes "
@@ -230,6 +236,9 @@ def size_defaults(
     if "eval_every" not in explicit:
         candidates = _candidates(graph, mode, model_class.training_mode, batch_size, given.num_negatives)
         run["eval_every"] = _eval_every(graph, candidates, config.eval_every)
+    if "lr_patience" not in explicit:
+        eval_every = run["eval_every"].value if "eval_every" in run else config.eval_every
+        run["lr_patience"] = _lr_patience(eval_every, config.lr_patience)
     if "eval_batch_size" not in explicit:
         run["eval_batch_size"] = _eval_batch_size(graph, memory, config.eval_batch_size)
     if "threads" not in explicit:
@@ -342,6 +351,16 @@ def _eval_every(graph: GraphSize, candidates: int, default: int) -> Choice:
         every,
         f"{epoch}, {_times(work / reference)} the work of a {REFERENCE_NAME} epoch: validation every {every} "
         f"epoch(s) instead of {default}",
+    )
+
+
+def _lr_patience(eval_every: int, default: int) -> Choice:
+    if eval_every >= _RUN_DEFAULTS.eval_every:
+        return Choice(default, f"the default: validation every {eval_every} epochs")
+    return Choice(
+        max(default, FREQUENT_LR_PATIENCE),
+        f"validation every {eval_every} epoch(s), more often than every {_RUN_DEFAULTS.eval_every}: the learning "
+        f"rate decays after every {max(default, FREQUENT_LR_PATIENCE)} evaluations without improvement",
     )
 
 

@@ -137,7 +137,7 @@ def _train(
                 valid = evaluator(model, graph, snapshot.valid)
                 record.update({f"valid_{key}": valid[key] for key in VALID_KEYS})
                 best.update(valid["mrr"], epoch, model)
-                if best.evaluations_since_best:
+                if best.evaluations_since_best and best.evaluations_since_best % config.lr_patience == 0:
                     learning_rate *= config.lr_decay
             history.append(record)
             if observer is not None:

@@ -43,6 +43,9 @@ def test_fb15k_237_gets_a_larger_batch_and_validates_every_epoch() -> None:
     assert sizing.hyperparameters.learning_rate == get_model("compgcn").hyperparameters().learning_rate
     assert "4x the default 1024" in sizing.chosen_hyperparameters["batch_size"].reason
     assert "instead of 5" in sizing.chosen_config["eval_every"].reason
+    # evaluations an epoch apart: one noisy evaluation must not halve the learning rate
+    assert sizing.config.lr_patience == 2
+    assert "more often than every 5" in sizing.chosen_config["lr_patience"].reason
 
 
 def test_a_million_entities_get_a_dimension_that_fits_memory() -> None:
@@ -60,7 +63,7 @@ def test_a_million_entities_get_a_dimension_that_fits_memory() -> None:
 def test_what_the_user_gives_always_wins() -> None:
     assigned = {"embedding_dim": 512, "batch_size": 256}
     config = TrainConfig(eval_every=7, threads=1, mode="sampled")
-    given = {"eval_every", "threads", "precision"}
+    given = {"eval_every", "lr_patience", "threads", "precision"}
     sizing = size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), assigned, config, given)
     assert sizing.hyperparameters.embedding_dim == 512 and sizing.hyperparameters.batch_size == 256
     assert (sizing.config.eval_every, sizing.config.threads, sizing.config.mode) == (7, 1, "sampled")

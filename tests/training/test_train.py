@@ -110,16 +110,21 @@ def test_early_stopping_when_validation_does_not_improve(mirrored: Snapshot) -> 
     assert result.best_epoch == 2
 
 
-def test_learning_rate_decays_after_each_evaluation_without_improvement(mirrored: Snapshot) -> None:
+@pytest.mark.parametrize("lr_patience", [1, 2])
+def test_learning_rate_decays_after_lr_patience_evaluations_without_improvement(
+    mirrored: Snapshot, lr_patience: int
+) -> None:
     model = build("compgcn", mirrored, "learning_rate=0.5")
-    result = train(model, mirrored, TrainConfig(epochs=16, eval_every=1, patience=16, lr_decay=0.5))
-    best, decays = float("-inf"), 0
+    config = TrainConfig(epochs=16, eval_every=1, patience=16, lr_decay=0.5, lr_patience=lr_patience)
+    result = train(model, mirrored, config)
+    best, since_best, decays = float("-inf"), 0, 0
     for record, following in zip(result.history, result.history[1:]):
-        improved = record["valid_mrr"] > best
+        since_best = 0 if record["valid_mrr"] > best else since_best + 1
         best = max(best, record["valid_mrr"])
-        expected = record["learning_rate"] * (1.0 if improved else 0.5)
+        decay = since_best > 0 and since_best % lr_patience == 0
+        expected = record["learning_rate"] * (0.5 if decay else 1.0)
         assert following["learning_rate"] == pytest.approx(expected), record["epoch"]
-        decays += not improved
+        decays += decay
     assert decays > 0  # the schedule was exercised, not only its absence
 
 
