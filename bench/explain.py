@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import fb15k237_snapshot, percentile, start_server
+from harness import percentile
+from serve import fb15k237_snapshot, start_server
 
 
 def main() -> None:

@@ -71,6 +71,7 @@ import grpc
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import start_server, stop  # noqa: E402
 from train import read_splits  # noqa: E402  # the benchmarks' one reader of a dataset's splits
 
 from kgserver.client import KGClient, RequestFailed  # noqa: E402
@@ -198,38 +199,6 @@ def finished(process: subprocess.Popen[str], command: list[str], stderr: Path) -
         raise SystemExit(f"$ {' '.join(command)}\nexited {process.returncode}:\n{stderr.read_text(errors='replace')}")
 
 
-def start_server(command: list[str], env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``kgserver serve`` (logging to ``log_path``); it and its address once health says SERVING."""
-    with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            text = log_path.read_text(errors="replace")
-            if process.poll() is not None:
-                raise SystemExit(f"server exited {process.returncode}:\n{text}")
-            found = re.search(r"listening on (\S+:\d+)", text)
-            if found:
-                with KGClient(found.group(1)) as client:
-                    if client.health(wait=max(1.0, deadline - time.monotonic())) == "SERVING":
-                        return process, found.group(1)
-            time.sleep(0.2)
-        raise SystemExit(f"server not SERVING after 900 s:\n{log_path.read_text(errors='replace')}")
-    except BaseException:
-        stop(process)
-        raise
-
-
-def stop(server: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the server and wait for it (SIGKILL after a minute); its exit code."""
-    server.terminate()
-    try:
-        return server.wait(60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        return server.wait()
-
-
 def idle_cpu(server: subprocess.Popen[bytes], seconds: float) -> tuple[float, float]:
     """The server's CPU seconds (user + system, all threads) over ``seconds`` of no requests, and the wall time."""
     process = psutil.Process(server.pid)
@@ -353,7 +322,7 @@ def main() -> None:
             "--refresh-seconds", str(args.refresh_seconds), "--torch-threads", str(args.torch_threads),
         ]  # fmt: skip
         log_path = work / "serve.log"
-        server, address = start_server(serve, env, log_path)
+        server, address = start_server(serve, log_path, env=env, timeout=900)
         print(shown(serve))
         rows = []
         try:
@@ -415,7 +384,7 @@ def main() -> None:
 
         # The same server following the same store, checking every --idle-refresh-seconds.
         serve[serve.index("--refresh-seconds") + 1] = str(args.idle_refresh_seconds)
-        server, _ = start_server(serve, env, work / "serve-idle.log")
+        server, _ = start_server(serve, work / "serve-idle.log", env=env, timeout=900)
         try:
             time.sleep(1.0)
             idle.append(idle_cpu(server, args.idle_seconds))

@@ -16,7 +16,7 @@ For each size in ``--sizes`` the script runs, in a fresh scratch ``KGSERVER_HOME
    triples/s when it did ("cut" when ``--max-minutes`` ended it), the process's peak RSS, and the
    size on disk of the bundle it saved under ``$KGSERVER_HOME/models/``.
 4. ``kgserver serve --model BUNDLE --port 0 --poll-seconds 0``: seconds from start
-   until it logs ready, the RSS of the serve process and its children after the
+   until it logs ready and health says SERVING, the RSS of the serve process and its children after the
    load, then PredictTails latency p50/p99 over ``--requests`` sequential
    single-query requests (k=10, after 20 unmeasured ones) through
    ``kgserver.client.KGClient``, on random heads and relations of the graph's
@@ -45,7 +45,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from harness import log_tail, percentile, start_server, stop
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / ".." / "shared" / "datasets"
@@ -217,37 +217,18 @@ def tree_rss_mib(pid: int) -> float:
     return total / MIB
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def serve(row: Row, bundle: Path, env: dict[str, str], home: Path, options: argparse.Namespace) -> None:
     """Start ``kgserver serve`` on the bundle, time its readiness, measure RSS and latency, stop it."""
     from kgserver.client import KGClient
 
     log_path = home / "serve.log"
     command = [KGSERVER, "serve", "--model", str(bundle), "--port", "0", "--poll-seconds", "0", *options.serve_arg]
-    with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started = time.perf_counter()
     try:
-        deadline = time.monotonic() + options.ready_timeout
-        address = ""
-        while not address:
-            text = log_path.read_text(errors="replace")
-            found = re.search(r"listening on (\S+:\d+)", text)
-            if found and "ready (pid" in text:  # with several workers, said once every worker has loaded
-                address = found.group(1)
-            elif process.poll() is not None:
-                raise SystemExit(
-                    f"{row.size}: serve exited (code {process.returncode}) before ready: "
-                    f"$ {shown(command)}\n{tail(text)}"
-                )
-            elif time.monotonic() > deadline:
-                raise SystemExit(f"{row.size}: serve not ready after {options.ready_timeout:g} s\n{tail(text)}")
-            else:
-                time.sleep(0.05)
+        process, address = start_server(command, log_path, env=env, timeout=options.ready_timeout)
+    except SystemExit as failure:
+        raise SystemExit(f"{row.size}: $ {shown(command)}\n{failure}") from None
+    try:
         row.ready_s = time.perf_counter() - started
         row.serve_rss = tree_rss_mib(process.pid)
         entities = (bundle / "entities.txt").read_text(encoding="utf-8").splitlines()
@@ -256,9 +237,6 @@ def serve(row: Row, bundle: Path, env: dict[str, str], home: Path, options: argp
         queries = [(rng.choice(entities), rng.choice(relations)) for _ in range(WARM_UP_REQUESTS + options.requests)]
         latencies: list[float] = []
         with KGClient(address) as client:
-            health = client.health(wait=30)
-            if health != "SERVING":
-                raise SystemExit(f"{row.size}: serve logged ready but health says {health}")
             for index, query in enumerate(queries):
                 sent = time.perf_counter()
                 answer = client.predict_tails([query], k=options.k)
@@ -269,15 +247,9 @@ def serve(row: Row, bundle: Path, env: dict[str, str], home: Path, options: argp
         row.serve_rss = max(row.serve_rss, tree_rss_mib(process.pid))
         row.p50_ms = percentile(latencies, 0.5) * 1e3
         row.p99_ms = percentile(latencies, 0.99) * 1e3
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            raise SystemExit(f"{row.size}: serve did not exit within 120 s of SIGTERM") from None
+        code = stop(process, timeout=120)
         if code != 0:
-            raise SystemExit(
-                f"{row.size}: serve exited with code {code} after SIGTERM\n{tail(log_path.read_text(errors='replace'))}"
-            )
+            raise SystemExit(f"{row.size}: serve exited with code {code} after SIGTERM\n{log_tail(log_path)}")
     finally:
         if process.poll() is None:
             process.kill()

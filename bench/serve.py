@@ -40,8 +40,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import harness
 import psutil
 import torch
+from harness import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / ".." / "shared" / "datasets" / "fb15k-237"
@@ -100,6 +102,7 @@ def in_process_rate(bundle: Path, batch: int, k: int, seconds: float) -> float:
 
 
 def start_server(bundle: Path, log_path: Path, extra: list[str]) -> tuple[subprocess.Popen, str, list[str]]:
+    """``kgserver serve`` on ``bundle`` with ``extra`` options, once SERVING: the process, its address, the command."""
     command = [
         str(Path(sys.executable).parent / "kgserver"),
         "serve",
@@ -111,19 +114,8 @@ def start_server(bundle: Path, log_path: Path, extra: list[str]) -> tuple[subpro
         "0",
         *extra,
     ]
-    with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{text}")
-        found = re.search(r"listening on (\S+:\d+)", text)
-        if found and "ready (pid" in text:  # a worker says ready only once every worker has loaded
-            return process, found.group(1), command
-        time.sleep(0.2)
-    process.terminate()
-    raise TimeoutError(log_path.read_text(errors="replace"))
+    process, address = harness.start_server(command, log_path)
+    return process, address, command
 
 
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -266,11 +258,6 @@ def start_canned(workers: int) -> tuple[list, str]:  # type: ignore[type-arg]
         processes[-1].start()
         ports.get(timeout=60)
     return processes, f"127.0.0.1:{port}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main() -> None:
