@@ -51,8 +51,11 @@ class TrainConfig:
     ``mode`` "auto" trains on the full graph when its estimated activation
     memory fits ``memory_budget_gb`` (default: half the device's memory), else
     neighbour-sampled mini-batches with ``fanouts`` neighbours per layer
-    (default 10 per layer of the model). ``threads`` sets torch's CPU threads
-    for the run (default: leave torch's setting alone).
+    (default 10 per layer of the model); a sampled step draws every edge's
+    ``num_negatives`` corrupt tails from ``negative_pool`` entities shared by the
+    batch, so it scores each query against at most ``batch + negative_pool``
+    candidates. ``threads`` sets torch's CPU threads for the run (default: leave
+    torch's setting alone).
     ``precision`` "bf16" runs each training step's matrix products (the decoder's
     scores against every candidate, the layers' linear maps) in bfloat16 under
     ``torch.autocast``, accumulating in float32; parameters, optimizer state, the
@@ -72,6 +75,7 @@ class TrainConfig:
     lr_patience: int = 1
     mode: Mode = "auto"
     fanouts: tuple[int, ...] | None = None
+    negative_pool: int = 4096
     grad_clip: float = 1.0
     eval_batch_size: int = 256
     memory_budget_gb: float | None = None
@@ -97,6 +101,8 @@ class TrainConfig:
             self.fanouts = tuple(int(f) for f in self.fanouts)
             if not self.fanouts or any(f < 1 and f != -1 for f in self.fanouts):
                 raise ConfigurationError(f"fanouts must be positive per layer (-1 = all), got {self.fanouts}")
+        if self.negative_pool < 1:
+            raise ConfigurationError(f"negative_pool must be positive, got {self.negative_pool}")
         if self.grad_clip <= 0:
             raise ConfigurationError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.eval_batch_size < 1:

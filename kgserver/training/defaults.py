@@ -231,10 +231,14 @@ def size_defaults(
         mode = run["mode"].value
     batch_size = given.batch_size
     if "batch_size" not in assigned:
-        hyperparameters["batch_size"] = _batch_size(graph, memory, given, mode, model_class.training_mode)
+        hyperparameters["batch_size"] = _batch_size(
+            graph, memory, given, mode, model_class.training_mode, config.negative_pool
+        )
         batch_size = hyperparameters["batch_size"].value
     if "eval_every" not in explicit:
-        candidates = _candidates(graph, mode, model_class.training_mode, batch_size, given.num_negatives)
+        candidates = _candidates(
+            graph, mode, model_class.training_mode, batch_size, given.num_negatives, config.negative_pool
+        )
         run["eval_every"] = _eval_every(graph, candidates, config.eval_every)
     if "lr_patience" not in explicit:
         eval_every = run["eval_every"].value if "eval_every" in run else config.eval_every
@@ -299,7 +303,9 @@ def _mode(graph: GraphSize, memory: int, dim: int, layers: int) -> Choice:
     )
 
 
-def _batch_size(graph: GraphSize, memory: int, given: Hyperparameters, mode: str, training_mode: str) -> Choice:
+def _batch_size(
+    graph: GraphSize, memory: int, given: Hyperparameters, mode: str, training_mode: str, negative_pool: int
+) -> Choice:
     default = given.batch_size
     factor = 1
     if mode == "full":
@@ -320,7 +326,7 @@ def _batch_size(graph: GraphSize, memory: int, given: Hyperparameters, mode: str
     scaled = batch
 
     def scores(size: int) -> int:
-        return score_bytes(size, _candidates(graph, mode, training_mode, size, given.num_negatives))
+        return score_bytes(size, _candidates(graph, mode, training_mode, size, given.num_negatives, negative_pool))
 
     while batch > 1 and scores(batch) > budget:
         batch //= 2
@@ -332,12 +338,17 @@ def _batch_size(graph: GraphSize, memory: int, given: Hyperparameters, mode: str
     return Choice(batch, reason)
 
 
-def _candidates(graph: GraphSize, mode: str, training_mode: str, batch_size: int, num_negatives: int) -> int:
+def _candidates(
+    graph: GraphSize, mode: str, training_mode: str, batch_size: int, num_negatives: int, negative_pool: int
+) -> int:
     """Entities each training query is scored against: all of them (full-graph 1-N), else the batch's
-    true and sampled tails (each distinct candidate is scored once per batch)."""
-    if mode == "full" and training_mode == "1-n":
-        return graph.entities
-    return min(graph.entities, batch_size * (num_negatives + 1))
+    true tails and its sampled ones (each distinct candidate is scored once per batch): per-query
+    negatives in full-graph steps, a shared pool in sampled ones."""
+    if mode == "full":
+        if training_mode == "1-n":
+            return graph.entities
+        return min(graph.entities, batch_size * (num_negatives + 1))
+    return min(graph.entities, batch_size + negative_pool)
 
 
 def _eval_every(graph: GraphSize, candidates: int, default: int) -> Choice:

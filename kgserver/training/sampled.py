@@ -2,8 +2,12 @@
 
 Each step takes a batch of message-graph edges as prediction targets (edge
 ``i + n`` is the inverse of edge ``i``, so both directions are trained), samples
-a GraphSAGE-style neighbourhood of their endpoints and of uniformly sampled
-corrupt tails, and encodes only those blocks. The targets and their inverses are
+a GraphSAGE-style neighbourhood of their endpoints and of corrupt tails, and
+encodes only those blocks. The corrupt tails come from a pool of uniformly drawn
+entities shared by the step's edges (:class:`SharedUniform`), so a step encodes
+at most ``2 x batch + pool`` entities and scores each query against at most
+``batch + pool`` candidates however many the graph has: a step's cost, and an
+epoch's per training triple, stay flat as the graph grows. The targets and their inverses are
 excluded from the sampled neighbourhoods (``exclude="reverse_id"``), so the
 model cannot read an answer off its own input. Without every entity's
 embedding at hand, the loss is the sampled-negatives one, whatever the plugin's
@@ -34,13 +38,41 @@ def reverse_edge_ids(num_edges: int, device: torch.device | str = "cpu") -> Tens
     return torch.cat([torch.arange(half, num_edges), torch.arange(0, half)]).to(device)
 
 
+class SharedUniform:
+    """DGL negative sampler: ``k`` corrupt tails per edge, drawn uniformly from a pool of
+    ``pool`` entities that is itself drawn uniformly (with replacement) once per batch.
+
+    Each edge's negatives are still uniform over all entities, as with DGL's
+    ``Uniform(k)``; what changes is that the batch's edges share them, so the
+    step has at most ``pool`` distinct negatives to encode and score instead of
+    up to ``batch x k``. Draws from torch's global generator, as DGL's samplers do.
+    """
+
+    def __init__(self, k: int, pool: int) -> None:
+        if k < 1 or pool < 1:
+            raise ValueError(f"negatives per edge and pool size must be positive, got {k} and {pool}")
+        self.k, self.pool = k, pool
+
+    def __call__(self, graph: dgl.DGLGraph, eids: Tensor) -> tuple[Tensor, Tensor]:
+        sources, _ = graph.find_edges(eids)
+        pool = torch.randint(graph.num_nodes(), (self.pool,), dtype=sources.dtype, device=sources.device)
+        picks = torch.randint(self.pool, (len(eids) * self.k,), device=sources.device)
+        return sources.repeat_interleave(self.k), pool[picks]
+
+
 def edge_loader(
-    graph: dgl.DGLGraph, fanouts: tuple[int, ...], batch_size: int, num_negatives: int, *, use_ddp: bool = False
+    graph: dgl.DGLGraph,
+    fanouts: tuple[int, ...],
+    batch_size: int,
+    num_negatives: int,
+    negative_pool: int,
+    *,
+    use_ddp: bool = False,
 ) -> dgl.dataloading.DataLoader:
     """Batches ``(input_nodes, pair_graph, negative_pair_graph, blocks)`` over every edge.
 
-    Shuffling draws from torch's global generator and neighbour sampling from
-    DGL's, both seeded by :func:`~kgserver.training.runtime.seed_everything`.
+    Shuffling and the negatives draw from torch's global generator and neighbour
+    sampling from DGL's, both seeded by :func:`~kgserver.training.runtime.seed_everything`.
     ``use_ddp`` gives this rank only its share of the edges (the process group
     must be up).
     """
@@ -50,7 +82,7 @@ def edge_loader(
         dgl.dataloading.NeighborSampler(list(fanouts)),
         exclude="reverse_id",
         reverse_eids=reverse_edge_ids(graph.num_edges(), graph.device),
-        negative_sampler=dgl.dataloading.negative_sampler.Uniform(num_negatives),
+        negative_sampler=SharedUniform(num_negatives, negative_pool),
     )
     return dgl.dataloading.DataLoader(
         graph,
@@ -75,6 +107,7 @@ class SampledEdges:
         fanouts: tuple[int, ...],
         batch_size: int,
         num_negatives: int,
+        negative_pool: int,
         objective: Objective,
         world_size: int = 1,
     ) -> None:
@@ -83,7 +116,7 @@ class SampledEdges:
         self.model, self.graph = model, graph
         self.num_negatives, self.objective = num_negatives, objective
         per_rank = -(-batch_size // world_size)
-        self.loader = edge_loader(graph, fanouts, per_rank, num_negatives, use_ddp=world_size > 1)
+        self.loader = edge_loader(graph, fanouts, per_rank, num_negatives, negative_pool, use_ddp=world_size > 1)
 
     def batches(self) -> Iterator[Step]:
         """One epoch over this rank's message-graph edges, one step per sampled batch."""

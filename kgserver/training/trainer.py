@@ -188,6 +188,7 @@ def _batch_source(
             fanouts=fanouts_for(model, config),
             batch_size=hparams.batch_size,
             num_negatives=hparams.num_negatives,
+            negative_pool=config.negative_pool,
             objective=objective,
             world_size=ranks.world_size,
         )

@@ -7,7 +7,7 @@ import torch
 
 from kgserver.graph import Snapshot
 from kgserver.training import seed_everything
-from kgserver.training.sampled import edge_loader, reverse_edge_ids
+from kgserver.training.sampled import SharedUniform, edge_loader, reverse_edge_ids
 
 
 def _leaks(loader: dgl.dataloading.DataLoader, reverse: torch.Tensor) -> tuple[int, int]:
@@ -28,7 +28,7 @@ def test_blocks_exclude_target_edges_and_their_inverses(mirrored: Snapshot) -> N
     graph = mirrored.message_graph()
     reverse = reverse_edge_ids(graph.num_edges())
     # all neighbours on every layer: without the exclusion every target edge would be in its block
-    leaking, batches = _leaks(edge_loader(graph, (-1, -1), batch_size=32, num_negatives=4), reverse)
+    leaking, batches = _leaks(edge_loader(graph, (-1, -1), batch_size=32, num_negatives=4, negative_pool=64), reverse)
     assert batches == -(-graph.num_edges() // 32)
     assert leaking == 0
 
@@ -57,7 +57,8 @@ def test_reverse_ids_pair_each_edge_with_its_inverse(mirrored: Snapshot) -> None
 def test_batches_line_up_targets_relations_and_negatives(mirrored: Snapshot) -> None:
     seed_everything(0)
     graph = mirrored.message_graph()
-    for _input_nodes, pairs, negatives, blocks in edge_loader(graph, (3,), batch_size=16, num_negatives=5):
+    loader = edge_loader(graph, (3,), batch_size=16, num_negatives=5, negative_pool=8)
+    for _input_nodes, pairs, negatives, blocks in loader:
         output_ids = blocks[-1].dstdata[dgl.NID]
         assert torch.equal(output_ids, pairs.ndata[dgl.NID])
         sources, targets = pairs.edges()
@@ -65,3 +66,17 @@ def test_batches_line_up_targets_relations_and_negatives(mirrored: Snapshot) -> 
         assert torch.equal(output_ids[sources], global_src) and torch.equal(output_ids[targets], global_dst)
         negative_sources, _ = negatives.edges()
         assert torch.equal(negative_sources.view(len(sources), 5), sources.unsqueeze(1).expand(-1, 5))
+        _, negative_tails = negatives.edges()
+        assert len(torch.unique(negative_tails)) <= 8  # drawn from the batch's shared pool
+
+
+def test_shared_negatives_are_uniform_over_all_entities() -> None:
+    seed_everything(0)
+    graph = dgl.graph((torch.arange(100), (torch.arange(100) + 1) % 100))
+    sampler = SharedUniform(k=4, pool=16)
+    tails = torch.cat([sampler(graph, torch.arange(100))[1] for _ in range(2000)])
+    counts = torch.bincount(tails, minlength=100).float()
+    assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
+    sources, batch_tails = sampler(graph, torch.tensor([3, 7]))
+    assert torch.equal(sources, torch.tensor([3, 3, 3, 3, 7, 7, 7, 7]))
+    assert len(torch.unique(batch_tails)) <= 16
