@@ -84,6 +84,12 @@ def train_command(
         "--eval-every",
         help="Evaluate on the validation split every N epochs (default: by the graph's size, 5 on small graphs).",
     ),
+    valid_limit: int | None = typer.Option(
+        None,
+        "--valid-limit",
+        help="Validate on at most N validation triples, a sample fixed by --seed (default: all, unless scoring "
+        "them against every entity is very large work; the test split is always evaluated whole).",
+    ),
     lr_decay: float = typer.Option(
         0.5,
         "--lr-decay",
@@ -134,9 +140,10 @@ def train_command(
     evaluates, reports and tracks: one MLflow run per job.
 
     Settings whose best value depends on the graph's size (embedding_dim when
-    memory is short, batch_size, --eval-every, --lr-patience, --mode auto, --threads, --precision auto) are chosen
-    from the graph and the machine unless given: one line each on stderr, and
-    the run records them (MLflow params auto.NAME, with the reason). The rules:
+    memory is short, batch_size, --eval-every, --lr-patience, --valid-limit,
+    --mode auto, --threads, --precision auto) are chosen from the graph and the
+    machine unless given: one line each on stderr, and the run records them
+    (MLflow params auto.NAME, with the reason). The rules:
     `kgserver models available`.
     """
     from kgserver.training import TrainConfig, resolve_device
@@ -162,6 +169,7 @@ def train_command(
         eval_every=TrainConfig.eval_every if eval_every is None else eval_every,
         lr_decay=lr_decay,
         lr_patience=TrainConfig.lr_patience if lr_patience is None else lr_patience,
+        valid_limit=valid_limit,
         mode=mode.value,
         threads=threads,
         precision="bf16" if precision is PrecisionChoice.bf16 else "fp32",  # auto: size_defaults chooses
@@ -169,6 +177,7 @@ def train_command(
     given = {
         "eval_every": eval_every,
         "lr_patience": lr_patience,
+        "valid_limit": valid_limit,
         "threads": threads,
         "precision": None if precision is PrecisionChoice.auto else precision,
     }

@@ -48,6 +48,9 @@ class TrainConfig:
     rate when evaluations are only an epoch apart.
     ``max_minutes`` stops the run cleanly between batches; the best checkpoint
     so far is still used.
+    ``valid_limit`` caps the validation triples those evaluations use: a sample
+    of that many, fixed by ``seed`` (default: all); the test split is always
+    evaluated whole.
     ``mode`` "auto" trains on the full graph when its estimated activation
     memory fits ``memory_budget_gb`` (default: half the device's memory), else
     neighbour-sampled mini-batches with ``fanouts`` neighbours per layer
@@ -71,6 +74,7 @@ class TrainConfig:
     max_minutes: float | None = None
     patience: int = 5
     eval_every: int = 5
+    valid_limit: int | None = None
     lr_decay: float = 0.5
     lr_patience: int = 1
     mode: Mode = "auto"
@@ -93,6 +97,8 @@ class TrainConfig:
             raise ConfigurationError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.lr_patience < 1:
             raise ConfigurationError(f"lr_patience must be at least 1, got {self.lr_patience}")
+        if self.valid_limit is not None and self.valid_limit < 1:
+            raise ConfigurationError(f"valid_limit must be at least 1, got {self.valid_limit}")
         if self.eval_every < 1:
             raise ConfigurationError(f"eval_every must be at least 1, got {self.eval_every}")
         if self.mode not in MODES:

@@ -52,6 +52,7 @@ SCORE_SHARE = 0.125  # of memory, for a step's score matrices
 DIM_MULTIPLE = 32
 SMALL_DIM_MULTIPLE = 8
 FREQUENT_LR_PATIENCE = 2  # evaluations without improvement per decay when validation is more frequent
+VALID_SCORES = 2**32  # validation triples x entities one evaluation may score (about 17x FB15k-237's)
 BF16_MIN_SPEEDUP = 1.5  # bfloat16 matrix products must be this much faster than float32 to be chosen
 
 _RUN_DEFAULTS = TrainConfig()
@@ -81,6 +82,11 @@ RULES = {
         f"rate) when validation comes every {_RUN_DEFAULTS.eval_every} epochs or less often; {FREQUENT_LR_PATIENCE} "
         "when it comes more often, since evaluations an epoch apart differ by little more than their noise"
     ),
+    "valid_limit": (
+        f"--valid-limit: all validation triples while they times the entities are at most {VALID_SCORES:,} "
+        "(each evaluation scores every validation query against every entity); else that many divided by the "
+        "entities, a sample fixed by --seed; the test split is always evaluated whole"
+    ),
     "eval_batch_size": (
         f"{_RUN_DEFAULTS.eval_batch_size}, halved while its scores against every entity ({BYTES_PER_SCORE} bytes "
         f"each) exceed {SCORE_SHARE:.1%} of memory"
@@ -102,10 +108,11 @@ class GraphSize:
     entities: int
     relations: int
     train_triples: int
+    valid_triples: int = 0
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> GraphSize:
-        return cls(snapshot.num_entities, snapshot.num_relations, len(snapshot.train))
+        return cls(snapshot.num_entities, snapshot.num_relations, len(snapshot.train), len(snapshot.valid))
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,13 @@ def size_defaults(
     if "lr_patience" not in explicit:
         eval_every = run["eval_every"].value if "eval_every" in run else config.eval_every
         run["lr_patience"] = _lr_patience(eval_every, config.lr_patience)
+    if "valid_limit" not in explicit and graph.valid_triples * graph.entities > VALID_SCORES:
+        limit = VALID_SCORES // graph.entities
+        run["valid_limit"] = Choice(
+            limit,
+            f"a sample of {limit:,} of the {graph.valid_triples:,} validation triples: scoring all of them against "
+            f"{graph.entities:,} entities at every evaluation would be {_times(graph.valid_triples / limit)} the work",
+        )
     if "eval_batch_size" not in explicit:
         run["eval_batch_size"] = _eval_batch_size(graph, memory, config.eval_batch_size)
     if "threads" not in explicit:

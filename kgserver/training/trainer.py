@@ -113,6 +113,7 @@ def _train(
         batch_size=config.eval_batch_size,
         device=device,
     )
+    validation = validation_triples(snapshot.valid, config.valid_limit, config.seed)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=model.hparams.learning_rate, weight_decay=model.hparams.weight_decay
     )
@@ -134,7 +135,7 @@ def _train(
             }
             out_of_time = not completed or time.monotonic() >= deadline
             if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
-                valid = evaluator(model, graph, snapshot.valid)
+                valid = evaluator(model, graph, validation)
                 record.update({f"valid_{key}": valid[key] for key in VALID_KEYS})
                 best.update(valid["mrr"], epoch, model)
                 if best.evaluations_since_best and best.evaluations_since_best % config.lr_patience == 0:
@@ -156,7 +157,7 @@ def _train(
     model.load_state_dict(best.state)
     model.eval()
     metrics = {f"test_{key}": value for key, value in evaluator(model, graph, snapshot.test).items()}
-    metrics.update({f"valid_{key}": value for key, value in evaluator(model, graph, snapshot.valid).items()})
+    metrics.update({f"valid_{key}": value for key, value in evaluator(model, graph, validation).items()})
     metrics.update(epochs=len(history), seconds=time.monotonic() - started)
     return TrainResult(
         model=model,
@@ -168,6 +169,14 @@ def _train(
         config=config,
         last_epoch_complete=completed,
     )
+
+
+def validation_triples(valid: Tensor, limit: int | None, seed: int) -> Tensor:
+    """``valid``, or a sample of ``limit`` of its rows fixed by ``seed`` when it has more."""
+    if limit is None or len(valid) <= limit:
+        return valid
+    order = torch.randperm(len(valid), generator=torch.Generator().manual_seed(seed))
+    return valid[order[:limit].sort().values]
 
 
 def _batch_source(

@@ -15,7 +15,7 @@ from kgserver.training.mode import parameter_bytes
 
 CODEX_S = GraphSize(entities=2_034, relations=42, train_triples=32_888)
 FB15K_237 = GraphSize(entities=14_541, relations=237, train_triples=272_115)
-MILLION = GraphSize(entities=1_000_000, relations=100, train_triples=10_000_000)
+MILLION = GraphSize(entities=1_000_000, relations=100, train_triples=10_000_000, valid_triples=100_000)
 THIS_MACHINE = Machine(memory_bytes=24 * 2**30, cores=2)
 PLUGINS = ("rgcn", "compgcn", "gatv2")
 
@@ -58,12 +58,16 @@ def test_a_million_entities_get_a_dimension_that_fits_memory() -> None:
     assert "lowered from 512" in sizing.chosen_hyperparameters["embedding_dim"].reason
     assert sizing.config.mode == "sampled" and sizing.hyperparameters.batch_size == 1024
     assert sizing.config.eval_batch_size < 256  # scoring 256 queries against 1M entities would not fit
+    # every evaluation scoring 100,000 validation triples against 1M entities would take many minutes
+    assert sizing.config.valid_limit == 4_294 and "a sample of 4,294" in sizing.chosen_config["valid_limit"].reason
+    small = size_defaults(FB15K_237, THIS_MACHINE, get_model("compgcn"), {}, TrainConfig(), frozenset())
+    assert small.config.valid_limit is None and "valid_limit" not in small.chosen_config
 
 
 def test_what_the_user_gives_always_wins() -> None:
     assigned = {"embedding_dim": 512, "batch_size": 256}
     config = TrainConfig(eval_every=7, threads=1, mode="sampled")
-    given = {"eval_every", "lr_patience", "threads", "precision"}
+    given = {"eval_every", "lr_patience", "valid_limit", "threads", "precision"}
     sizing = size_defaults(MILLION, THIS_MACHINE, get_model("compgcn"), assigned, config, given)
     assert sizing.hyperparameters.embedding_dim == 512 and sizing.hyperparameters.batch_size == 256
     assert (sizing.config.eval_every, sizing.config.threads, sizing.config.mode) == (7, 1, "sampled")

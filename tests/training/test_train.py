@@ -10,6 +10,7 @@ from kgserver.evaluation import Evaluator
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel, get_model
 from kgserver.training import TrainConfig, seed_everything, train
+from kgserver.training.trainer import validation_triples
 
 SMALL = ["embedding_dim=32", "decoder=distmult", "batch_size=64", "learning_rate=0.05", "dropout=0.0"]
 
@@ -168,3 +169,15 @@ def test_auto_mode_samples_when_the_full_graph_does_not_fit(mirrored: Snapshot) 
     assert roomy.mode == "full"
     tight = train(build("rgcn", mirrored), mirrored, TrainConfig(epochs=1, memory_budget_gb=1e-6))
     assert tight.mode == "sampled"
+
+
+def test_validation_uses_a_seeded_sample_when_limited(mirrored: Snapshot) -> None:
+    sample = validation_triples(mirrored.valid, 5, seed=3)
+    assert len(sample) == 5 and torch.equal(sample, validation_triples(mirrored.valid, 5, seed=3))
+    rows = {tuple(row) for row in mirrored.valid.tolist()}
+    assert all(tuple(row) in rows for row in sample.tolist())
+    assert validation_triples(mirrored.valid, None, seed=3) is mirrored.valid
+    model = build("rgcn", mirrored)
+    result = train(model, mirrored, TrainConfig(epochs=1, valid_limit=5))
+    whole = train(build("rgcn", mirrored), mirrored, TrainConfig(epochs=1))
+    assert result.metrics["test_mrr"] == pytest.approx(whole.metrics["test_mrr"])  # the test split stays whole
