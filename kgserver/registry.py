@@ -54,6 +54,18 @@ Optional, to embed entities added to the graph after training (live knowledge,
   change to the graph is re-encoded within ``receptive_field() - 1`` hops of the touched
   nodes instead of ``receptive_field()``.
 
+Optional, for neighbour-sampled training on graphs with many entities:
+
+* ``enable_sparse_gradients()``: from this call on, ``encode(blocks)`` gives some
+  parameters a sparse gradient (``torch.sparse``, e.g. through
+  ``F.embedding(..., sparse=True)``) holding rows of the block's input entities only;
+  it returns their names (as in ``named_parameters``). The trainer calls it before
+  neighbour-sampled training in one process and updates those parameters with
+  ``torch.optim.SparseAdam`` (Adam on the rows a step touched), so a step's update
+  costs what the step touched, not the size of the vocabulary. Data-parallel training
+  does not call it (DDP's gradient buckets are dense); ``encode(graph)`` always gives
+  dense gradients.
+
 Optional, to train faster where the device has fast bfloat16 matrix products:
 
 * ``trains_in_bf16``: the plugin's ``encode`` and ``score`` run correctly under
@@ -349,6 +361,11 @@ class KGModel(nn.Module):
     def unseen_entity_input(self) -> Tensor:
         """The learned ``[d]`` input vector of an entity the model never saw (only if it can embed them)."""
         raise NotImplementedError(f"model plugin {self.name!r} cannot embed unseen entities")
+
+    def enable_sparse_gradients(self) -> frozenset[str]:
+        """Make ``encode(blocks)`` give sparse gradients; the names of the parameters that get them (none
+        by default: the call changes nothing)."""
+        return frozenset()
 
     def score(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         """Decode: ``heads [B, d]``, ``relations [B, d_r]``, ``tails [C, d]`` -> ``[B, C]``."""

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import dgl
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from kgserver.registry import POSITIVE, PROBABILITY, Bounds, Hyperparameters, KGModel
 from kgserver_plugins.decoders import DECODERS, build_decoder
@@ -121,6 +122,7 @@ class GNNLinkPredictor(KGModel):
         self.residual_gates = nn.Parameter(torch.zeros(hparams.num_layers)) if hparams.residual else None
         self.dropout = nn.Dropout(hparams.dropout)
         self.decoder = build_decoder(hparams)
+        self.sparse_gradients = False  # until the trainer enables them (sampled training in one process)
 
     def build_layer(self, index: int) -> nn.Module:
         """Layer ``index`` of ``num_layers``: ``(graph, h_src, rel) -> (h_dst, rel)``, d to d."""
@@ -175,19 +177,28 @@ class GNNLinkPredictor(KGModel):
         blocks = list(graph)
         if len(blocks) != len(self.layers):
             raise ValueError(f"got {len(blocks)} blocks for {len(self.layers)} layers")
-        return blocks, self._entity_inputs(blocks[0].srcdata[dgl.NID])
+        return blocks, self._entity_inputs(blocks[0].srcdata[dgl.NID], sparse=self.sparse_gradients)
 
-    def _entity_inputs(self, ids: Tensor) -> Tensor:
-        """Input features of entities ``ids`` (distinct); ids beyond the vocabulary get the unseen vector."""
+    def enable_sparse_gradients(self) -> frozenset[str]:
+        """The entity table, whose rows a sampled step reads only for its input entities; not with
+        weight decay, which SparseAdam does not apply."""
+        self.sparse_gradients = self.hparams.weight_decay == 0
+        return frozenset({"entity_embedding"}) if self.sparse_gradients else frozenset()
+
+    def _entity_inputs(self, ids: Tensor, sparse: bool = False) -> Tensor:
+        """Input features of entities ``ids`` (distinct); ids beyond the vocabulary get the unseen vector.
+
+        ``sparse`` gives the entity table a sparse gradient holding only these rows.
+        """
         unseen = ids >= self.num_entities
         if not bool(unseen.any()):
-            return self._masked(self.entity_embedding[ids])
+            return self._masked(F.embedding(ids, self.entity_embedding, sparse=sparse))
         if self.unseen_embedding is None:
             raise ValueError(
                 f"entity id {int(ids.max())} is beyond the {self.num_entities} entities the model was built for "
                 "and it was trained with unseen_entity_rate 0"
             )
-        known = self.entity_embedding[ids.clamp(max=self.num_entities - 1)]
+        known = F.embedding(ids.clamp(max=self.num_entities - 1), self.entity_embedding, sparse=sparse)
         return self._masked(torch.where(unseen.unsqueeze(1), self.unseen_embedding, known))
 
     def _masked(self, inputs: Tensor) -> Tensor:

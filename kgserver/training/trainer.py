@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -114,9 +114,8 @@ def _train(
         device=device,
     )
     validation = validation_triples(snapshot.valid, config.valid_limit, config.seed)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=model.hparams.learning_rate, weight_decay=model.hparams.weight_decay
-    )
+    sparse = model.enable_sparse_gradients() if mode == "sampled" and not ranks.distributed else frozenset()
+    optimizer = Optimizers(model, sparse)
     deadline = started + config.max_minutes * 60 if config.max_minutes is not None else float("inf")
     best = BestCheckpoint(config.patience)
     history: list[dict[str, float]] = []
@@ -169,6 +168,50 @@ def _train(
         config=config,
         last_epoch_complete=completed,
     )
+
+
+class Optimizers:
+    """Adam over the model's parameters, except SparseAdam over the ``sparse`` ones (those
+    :meth:`~kgserver.registry.KGModel.enable_sparse_gradients` names in sampled training), whose
+    gradients hold only the rows a step touched."""
+
+    def __init__(self, model: KGModel, sparse: frozenset[str]) -> None:
+        named = dict(model.named_parameters())
+        unknown = sparse - set(named)
+        if unknown:
+            raise ValueError(f"model {model.name!r} names sparse parameters it does not have: {sorted(unknown)}")
+        hparams = model.hparams
+        self.parameters = list(named.values())
+        dense = [parameter for name, parameter in named.items() if name not in sparse]
+        self.optimizers: list[torch.optim.Optimizer] = [
+            torch.optim.Adam(dense, lr=hparams.learning_rate, weight_decay=hparams.weight_decay)
+        ]
+        if sparse:
+            tables = [named[name] for name in sorted(sparse)]
+            self.optimizers.append(torch.optim.SparseAdam(tables, lr=hparams.learning_rate))
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def clip_grad_norm(self, max_norm: float) -> None:
+        """``torch.nn.utils.clip_grad_norm_`` for dense and sparse gradients together."""
+        grads = [parameter.grad for parameter in self.parameters if parameter.grad is not None]
+        norms = [(grad.coalesce().values() if grad.is_sparse else grad).norm() for grad in grads]
+        if not norms:
+            return
+        scale = max_norm / (torch.stack(norms).norm() + 1e-6)
+        if scale < 1:
+            for grad in grads:
+                grad.mul_(scale)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
 
 
 def validation_triples(valid: Tensor, limit: int | None, seed: int) -> Tensor:
@@ -229,7 +272,7 @@ def _run_epoch(
     model: KGModel,
     step_loss: Callable[[Callable[[], Tensor] | None], Tensor],
     source: BatchSource,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     config: TrainConfig,
     device: torch.device,
     deadline: float,
@@ -258,7 +301,7 @@ def _run_epoch(
             loss = step_loss(step.loss)
         share = step.weight / weight
         (loss * (share * ranks.world_size) if ranks.distributed else loss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.clip_grad_norm(config.grad_clip)
         optimizer.step()
         total += loss.item() * share * size
         count += size

@@ -10,7 +10,9 @@ from kgserver.evaluation import Evaluator
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel, get_model
 from kgserver.training import TrainConfig, seed_everything, train
-from kgserver.training.trainer import validation_triples
+from kgserver.training.losses import Objective
+from kgserver.training.sampled import SampledEdges
+from kgserver.training.trainer import Optimizers, validation_triples
 
 SMALL = ["embedding_dim=32", "decoder=distmult", "batch_size=64", "learning_rate=0.05", "dropout=0.0"]
 
@@ -85,6 +87,34 @@ def test_forced_sampled_mode_trains(mirrored: Snapshot) -> None:
     result = train(model, mirrored, TrainConfig(epochs=20, eval_every=5, mode="sampled", fanouts=(5, 5)))
     assert result.mode == "sampled"
     assert result.metrics["test_mrr"] > max(2 * baseline, 0.15), (baseline, result.metrics["test_mrr"])
+
+
+def test_sampled_steps_update_only_the_entity_rows_they_touched(mirrored: Snapshot) -> None:
+    """SparseAdam on the entity table in sampled training: rows outside every step's blocks stay as they were."""
+    seed_everything(0)
+    model = build("compgcn", mirrored, "num_layers=1", "num_negatives=4")
+    assert model.enable_sparse_gradients() == {"entity_embedding"}
+    graph = mirrored.message_graph()
+    source = SampledEdges(
+        model, graph, fanouts=(2,), batch_size=8, num_negatives=4, negative_pool=8,
+        objective=Objective("ce", 0.0, model.num_entities),
+    )  # fmt: skip
+    optimizers = Optimizers(model, frozenset({"entity_embedding"}))
+    assert [type(optimizer).__name__ for optimizer in optimizers.optimizers] == ["Adam", "SparseAdam"]
+    before = model.entity_embedding.detach().clone()
+    step = next(iter(source.batches()))
+    optimizers.zero_grad()
+    loss = step.loss()
+    loss.backward()
+    assert model.entity_embedding.grad is not None and model.entity_embedding.grad.is_sparse
+    rows = model.entity_embedding.grad.coalesce().indices()[0]
+    optimizers.clip_grad_norm(1.0)
+    optimizers.step()
+    changed = (model.entity_embedding.detach() != before).any(dim=1).nonzero().flatten()
+    assert len(changed) > 0 and set(changed.tolist()) <= set(rows.tolist())
+    assert len(rows) < model.num_entities  # a sparse gradient: only the step's input entities
+    # with weight decay (which SparseAdam does not apply) the table stays dense
+    assert build("compgcn", mirrored, "weight_decay=0.0001").enable_sparse_gradients() == frozenset()
 
 
 @pytest.mark.parametrize("mode", ["full", "sampled"])
