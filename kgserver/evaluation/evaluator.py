@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from kgserver.evaluation.ranking import RankAccumulator, filtered_ranks
+from kgserver.graph.encoding import encode_in_chunks
 from kgserver.graph.index import TripleIndex
 
 ScoreFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -41,12 +42,12 @@ class Evaluator:
         self.known = TripleIndex.build(all_known_triples.to(self.device), num_relations)
 
     def __call__(self, model: Any, graph: Any, triples: Tensor) -> dict[str, float]:
-        """Encode ``graph`` with ``model`` (no grad, eval mode) and rank ``triples``."""
+        """Encode ``graph`` with ``model`` (no grad, eval mode; chunked on large graphs) and rank ``triples``."""
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                entity_emb, relation_emb = model.encode(graph)
+                entity_emb, relation_emb = encode_in_chunks(model, graph, model.hparams.embedding_dim)
                 return self.rank(model.score, entity_emb, relation_emb, triples)
         finally:
             model.train(was_training)

@@ -47,6 +47,7 @@ from torch import Tensor
 
 import kgserver
 from kgserver.errors import ModelNotFound, UnsafeArtifact
+from kgserver.graph.encoding import encode_in_chunks
 from kgserver.graph.snapshot import Snapshot, message_graph
 from kgserver.registry import KGModel, get_model
 
@@ -106,10 +107,10 @@ class LoadedModel:
         return self._graph
 
     def encode(self) -> tuple[Tensor, Tensor]:
-        """Entity and relation embeddings without gradients, computed once and cached."""
+        """Entity and relation embeddings without gradients (chunked on large graphs), computed once and cached."""
         if self._embeddings is None:
             with torch.no_grad():
-                self._embeddings = self.model.encode(self.graph())
+                self._embeddings = encode_in_chunks(self.model, self.graph(), self.model.hparams.embedding_dim)
         return self._embeddings
 
     def score_tails(self, heads: Tensor, relations: Tensor) -> Tensor:
