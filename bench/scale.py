@@ -12,8 +12,9 @@ For each size in ``--sizes`` the script runs, in a fresh scratch ``KGSERVER_HOME
 3. ``kgserver train --graph NAME --model compgcn --epochs 1 --max-minutes M
    --no-tracking --json`` (``--mode auto``): the mode and the size-aware settings it
    chose (its ``size-aware default:`` lines), the epoch's training seconds and whether
-   it completed (the JSON's ``epoch_seconds`` and ``last_epoch_complete``), training
-   triples/s when it did ("cut" when ``--max-minutes`` ended it), the process's peak RSS, and the
+   it completed (the JSON's ``epoch_seconds``, ``last_epoch_complete`` and
+   ``last_epoch_fraction``), training triples/s over the part of the epoch that ran, and
+   the whole epoch's seconds extrapolated when ``--max-minutes`` cut it, the process's peak RSS, and the
    size on disk of the bundle it saved under ``$KGSERVER_HOME/models/``.
 4. ``kgserver serve --model BUNDLE --port 0 --poll-seconds 0``: seconds from start
    until it logs ready and health says SERVING, the RSS of the serve process and its children after the
@@ -113,6 +114,7 @@ class Row:
     mode: str = ""
     epoch_s: float = 0.0
     epoch_completed: bool = False
+    epoch_fraction: float = 0.0
     train_triples: int = 0
     train_rss: float = 0.0
     bundle_mib: float = 0.0
@@ -121,6 +123,14 @@ class Row:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     settings: list[str] = field(default_factory=list)
+
+    def train_rate(self) -> float:
+        """Training triples per second over the part of the epoch that ran."""
+        return self.epoch_fraction * self.train_triples / self.epoch_s if self.epoch_s > 0 else 0.0
+
+    def full_epoch_s(self) -> float:
+        """The epoch's seconds, extrapolated from the part that ran when the budget cut it."""
+        return self.epoch_s / self.epoch_fraction if self.epoch_fraction > 0 else float("inf")
 
 
 def tail(text: str, characters: int = 4000) -> str:
@@ -315,16 +325,18 @@ def measure_size(size: str, work: Path, options: argparse.Namespace) -> Row:
         result = last_json(trained.stdout, f"{size}: train")
         row.epoch_s = float(result["epoch_seconds"][0])
         row.epoch_completed = bool(result["last_epoch_complete"])
+        row.epoch_fraction = float(result["last_epoch_fraction"])
         row.mode = str(result["mode"])
         row.train_rss = trained.peak_rss_mib
         row.settings = re.findall(r"^size-aware default: (.*)$", trained.stderr, re.MULTILINE)
         bundle = Path(str(result["bundle_path"]))
         row.bundle_mib = directory_mib(bundle)
-        rate = (
-            f"{row.train_triples / row.epoch_s:,.0f} training triples/s"
-            if row.epoch_completed and row.epoch_s > 0
-            else "epoch cut by budget"
-        )
+        rate = f"{row.train_rate():,.0f} training triples/s"
+        if not row.epoch_completed:
+            rate += (
+                f" over the {row.epoch_fraction:.1%} of the epoch that ran; a whole one about "
+                f"{row.full_epoch_s():.0f} s"
+            )
         print(
             f"  train: $ {shown(command)}\n"
             f"    {row.mode}-graph training; " + "; ".join(row.settings or ["no size-aware choices"]) + "\n"
@@ -358,8 +370,10 @@ def print_tables(rows: list[Row]) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        epoch = f"{r.epoch_s:.1f}" if r.epoch_completed else f"{r.epoch_s:.1f} (cut)"
-        rate = f"{r.train_triples / r.epoch_s:,.0f}" if r.epoch_completed and r.epoch_s > 0 else "epoch cut by budget"
+        epoch = f"{r.epoch_s:.1f}"
+        if not r.epoch_completed:
+            epoch = f"{r.full_epoch_s():.0f} (est.: {r.epoch_fraction:.1%} ran)"
+        rate = f"{r.train_rate():,.0f}"
         print(
             f"| {r.size} | {r.triples:,} | {r.entities:,} | {r.import_s:.1f} | {r.import_rss:.0f} "
             f"| {r.snapshot_s:.2f} | {r.mode} | {epoch} | {rate} | {r.train_rss:.0f} | {r.bundle_mib:.1f} "
@@ -377,11 +391,9 @@ def print_tables(rows: list[Row]) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         grown = r.triples / first.triples
-        epoch_s = r.epoch_s if r.epoch_completed else None
-        first_epoch = first.epoch_s if first.epoch_completed else None
         cells = [
             growth_cell(r.import_s, first.import_s, grown),
-            growth_cell(epoch_s, first_epoch, grown) if epoch_s is not None or first_epoch is None else "cut",
+            growth_cell(r.full_epoch_s(), first.full_epoch_s(), grown) + ("" if r.epoch_completed else " est."),
             growth_cell(r.import_rss, first.import_rss, grown),
             growth_cell(r.snapshot_rss, first.snapshot_rss, grown),
             growth_cell(r.train_rss, first.train_rss, grown),

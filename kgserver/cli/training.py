@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -326,10 +327,30 @@ def _ratio(text: str) -> tuple[float, float, float]:
 
 
 class _EpochLines:
-    """Epoch observer for logs: one plain line per epoch on stderr."""
+    """Epoch observer for logs: one plain line per epoch on stderr, and within an epoch that takes
+    longer, one line every ``STEP_LINE_SECONDS`` with the steps done and the time left."""
+
+    STEP_LINE_SECONDS = 60.0
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
+        self.epoch_started = self.last_line = time.monotonic()
+
+    def on_step(self, epoch: int, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if step == 1:
+            self.epoch_started = self.last_line = now
+        if now - self.last_line < self.STEP_LINE_SECONDS or step == steps:
+            return
+        self.last_line = now
+        elapsed = now - self.epoch_started
+        left = elapsed / step * (steps - step)
+        print(
+            f"epoch {epoch}/{self.epochs}  step {step:,}/{steps:,} ({step / steps:.0%})  {elapsed:.0f} s, "
+            f"about {left / 60:.1f} min left in this epoch",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         line = f"epoch {epoch}/{self.epochs}  loss {metrics['loss']:.4f}  {metrics['epoch_seconds']:.1f} s"
@@ -350,6 +371,9 @@ class _EpochBar:
             update["mrr"] = f"{metrics['valid_mrr']:.4f}"
         self.progress.update(self.task, **update)
 
+    def on_step(self, epoch: int, step: int, steps: int) -> None:
+        self.progress.update(self.task, step=f"{step:,}/{steps:,}")
+
 
 @contextmanager
 def _epoch_progress(epochs: int) -> Iterator[_EpochBar | _EpochLines]:
@@ -365,11 +389,12 @@ def _epoch_progress(epochs: int) -> Iterator[_EpochBar | _EpochLines]:
         MofNCompleteColumn(),
         BarColumn(),
         TextColumn("loss {task.fields[loss]}"),
+        TextColumn("step {task.fields[step]}"),
         TextColumn("valid MRR {task.fields[mrr]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        yield _EpochBar(progress, progress.add_task("train", total=epochs, loss="-", mrr="-"))
+        yield _EpochBar(progress, progress.add_task("train", total=epochs, loss="-", mrr="-", step="-"))
 
 
 def _report(result: TrainResult, snapshot: Snapshot, model: str, json_output: bool, saved: dict[str, str]) -> None:

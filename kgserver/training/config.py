@@ -8,7 +8,7 @@ this config holds only how the loop runs: length, budget, device, mode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from kgserver.errors import ConfigurationError
 from kgserver.registry import KGModel
@@ -25,6 +25,14 @@ class Observer(Protocol):
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
+@runtime_checkable
+class StepObserver(Observer, Protocol):
+    """An observer that also follows the steps within an epoch (a progress display on a graph
+    whose epoch takes minutes or hours)."""
+
+    def on_step(self, epoch: int, step: int, steps: int) -> None: ...
+
+
 class Observers:
     """Several observers as one (a progress display and run tracking, say), called in order."""
 
@@ -34,6 +42,11 @@ class Observers:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         for observer in self.observers:
             observer.on_epoch_end(epoch, metrics)
+
+    def on_step(self, epoch: int, step: int, steps: int) -> None:
+        for observer in self.observers:
+            if isinstance(observer, StepObserver):
+                observer.on_step(epoch, step, steps)
 
 
 @dataclass
@@ -129,8 +142,9 @@ class TrainResult:
     ``test_mean_rank`` (and ``test_head_*``/``test_tail_*``), the same with
     ``valid_``, plus ``epochs`` (run) and ``seconds`` (wall time).
     ``history`` has one dict per epoch: ``epoch``, ``loss``, ``epoch_seconds``, ``learning_rate``,
-    and on evaluation epochs ``valid_mrr`` and ``valid_hits_at_{1,3,10}``.
-    ``last_epoch_complete`` is False when ``max_minutes`` ended the last epoch between two steps.
+    ``epoch_fraction`` (of the epoch's steps run), and on evaluation epochs ``valid_mrr`` and
+    ``valid_hits_at_{1,3,10}``. ``last_epoch_complete`` is False when ``max_minutes`` ended the
+    last epoch between two steps.
     """
 
     model: KGModel
@@ -152,4 +166,5 @@ class TrainResult:
             "stop_reason": self.stop_reason,
             "epoch_seconds": [round(record["epoch_seconds"], 3) for record in self.history],
             "last_epoch_complete": self.last_epoch_complete,
+            "last_epoch_fraction": round(self.history[-1]["epoch_fraction"], 6) if self.history else 0.0,
         }

@@ -46,6 +46,10 @@ class FullGraphOneToN:
         self.answers = TripleIndex.build(train.to(graph.device), model.num_relations)
         self.subjects, self.relations = self.answers.queries()
 
+    def steps(self) -> int:
+        """Steps in an epoch."""
+        return -(-self.answers.num_queries // self.batch_size)
+
     def batches(self) -> Iterator[Step]:
         """One epoch: this rank's share of each batch, in a seeded random order."""
         order = torch.randperm(self.answers.num_queries, generator=self.generator).to(self.graph.device)
@@ -90,6 +94,10 @@ class FullGraphNegatives:
         self.subjects = torch.cat([heads, tails])
         self.relations = torch.cat([rels, rels + model.num_relations])
         self.objects = torch.cat([tails, heads])
+
+    def steps(self) -> int:
+        """Steps in an epoch."""
+        return -(-len(self.subjects) // self.batch_size)
 
     def batches(self) -> Iterator[Step]:
         """One epoch: this rank's share of each batch, in a seeded random order.

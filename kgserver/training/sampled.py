@@ -118,6 +118,10 @@ class SampledEdges:
         per_rank = -(-batch_size // world_size)
         self.loader = edge_loader(graph, fanouts, per_rank, num_negatives, negative_pool, use_ddp=world_size > 1)
 
+    def steps(self) -> int:
+        """Steps in an epoch (this rank's batches)."""
+        return len(self.loader)
+
     def batches(self) -> Iterator[Step]:
         """One epoch over this rank's message-graph edges, one step per sampled batch."""
         relation_of_edge = self.graph.edata["rel"]

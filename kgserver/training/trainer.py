@@ -23,7 +23,7 @@ from torch import Tensor
 from kgserver.evaluation import Evaluator
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel
-from kgserver.training.config import Observer, TrainConfig, TrainResult
+from kgserver.training.config import Observer, Observers, StepObserver, TrainConfig, TrainResult
 from kgserver.training.distributed import SINGLE, Ranks
 from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
 from kgserver.training.losses import Objective
@@ -42,6 +42,8 @@ VALID_KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
 
 
 class BatchSource(Protocol):
+    def steps(self) -> int: ...
+
     def batches(self) -> Iterator[Step]: ...
 
 
@@ -123,7 +125,8 @@ def _train(
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.monotonic()
         model.train()
-        loss, completed = _run_epoch(model, step_loss, source, optimizer, config, device, deadline, ranks)
+        progress = _StepProgress(observer if ranks.is_main else None, epoch, source.steps())
+        loss, completed = _run_epoch(model, step_loss, source, optimizer, config, device, deadline, ranks, progress)
         learning_rate, stop = optimizer.param_groups[0]["lr"], None
         if ranks.is_main:
             record: dict[str, float] = {
@@ -131,6 +134,7 @@ def _train(
                 "loss": loss,
                 "epoch_seconds": time.monotonic() - epoch_started,
                 "learning_rate": learning_rate,
+                "epoch_fraction": progress.fraction,
             }
             out_of_time = not completed or time.monotonic() >= deadline
             if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
@@ -214,6 +218,23 @@ class Optimizers:
             optimizer.step()
 
 
+class _StepProgress:
+    """Counts an epoch's steps and tells a :class:`~kgserver.training.config.StepObserver`."""
+
+    def __init__(self, observer: Observer | None, epoch: int, steps: int) -> None:
+        self.observer = observer if isinstance(observer, (StepObserver, Observers)) else None
+        self.epoch, self.steps, self.done = epoch, steps, 0
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.steps if self.steps else 1.0
+
+    def step_done(self) -> None:
+        self.done += 1
+        if self.observer is not None:
+            self.observer.on_step(self.epoch, self.done, self.steps)
+
+
 def validation_triples(valid: Tensor, limit: int | None, seed: int) -> Tensor:
     """``valid``, or a sample of ``limit`` of its rows fixed by ``seed`` when it has more."""
     if limit is None or len(valid) <= limit:
@@ -277,6 +298,7 @@ def _run_epoch(
     device: torch.device,
     deadline: float,
     ranks: Ranks,
+    progress: _StepProgress,
 ) -> tuple[float, bool]:
     """Mean loss over the epoch's batches, and whether it finished before ``deadline``.
 
@@ -305,4 +327,5 @@ def _run_epoch(
         optimizer.step()
         total += loss.item() * share * size
         count += size
+        progress.step_done()
     return ranks.total(total) / count, True

@@ -10,6 +10,7 @@ from kgserver.evaluation import Evaluator
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel, get_model
 from kgserver.training import TrainConfig, seed_everything, train
+from kgserver.training.config import Observers
 from kgserver.training.losses import Objective
 from kgserver.training.sampled import SampledEdges
 from kgserver.training.trainer import Optimizers, validation_triples
@@ -159,11 +160,33 @@ def test_learning_rate_decays_after_lr_patience_evaluations_without_improvement(
     assert decays > 0  # the schedule was exercised, not only its absence
 
 
+class StepRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[int, int, int]] = []
+
+    def on_step(self, epoch: int, step: int, steps: int) -> None:
+        self.steps.append((epoch, step, steps))
+
+
+@pytest.mark.parametrize("mode", ["full", "sampled"])
+def test_step_observers_follow_every_step_of_an_epoch(mode: str, mirrored: Snapshot) -> None:
+    model = build("compgcn", mirrored, "num_layers=1")
+    recorder = StepRecorder()
+    result = train(model, mirrored, TrainConfig(epochs=2, eval_every=1, mode=mode), Observers(recorder))
+    steps = recorder.steps[0][2]
+    assert steps > 1 and recorder.steps == [(epoch, step, steps) for epoch in (1, 2) for step in range(1, steps + 1)]
+    assert [record["epoch_fraction"] for record in result.history] == [1.0, 1.0]
+    assert result.summary()["last_epoch_fraction"] == 1.0
+
+
 def test_time_budget_stops_cleanly(mirrored: Snapshot) -> None:
     model = build("compgcn", mirrored)
     result = train(model, mirrored, TrainConfig(epochs=10_000, max_minutes=0.02, patience=10_000))
     assert result.stop_reason == "max_minutes"
     assert result.metrics["epochs"] < 10_000
+    last = result.history[-1]["epoch_fraction"]
+    assert 0 < last <= 1 and (last < 1) == (not result.last_epoch_complete)
     assert "valid_mrr" in result.history[-1]
     assert 0 < result.metrics["test_mrr"] <= 1
 
