@@ -23,7 +23,7 @@ from torch import Tensor
 from kgserver.evaluation import Evaluator
 from kgserver.graph import Snapshot
 from kgserver.registry import KGModel
-from kgserver.training.config import Observer, Observers, StepObserver, TrainConfig, TrainResult
+from kgserver.training.config import Observer, StepObserver, TrainConfig, TrainResult
 from kgserver.training.distributed import SINGLE, Ranks
 from kgserver.training.full import FullGraphNegatives, FullGraphOneToN
 from kgserver.training.losses import Objective
@@ -222,7 +222,7 @@ class _StepProgress:
     """Counts an epoch's steps and tells a :class:`~kgserver.training.config.StepObserver`."""
 
     def __init__(self, observer: Observer | None, epoch: int, steps: int) -> None:
-        self.observer = observer if isinstance(observer, (StepObserver, Observers)) else None
+        self.observer = observer if isinstance(observer, StepObserver) else None
         self.epoch, self.steps, self.done = epoch, steps, 0
 
     @property
