@@ -340,6 +340,7 @@ class _EpochLines:
         now = time.monotonic()
         if step == 1:
             self.epoch_started = self.last_line = now
+            return
         if now - self.last_line < self.STEP_LINE_SECONDS or step == steps:
             return
         self.last_line = now

@@ -167,3 +167,15 @@ def test_models_available_states_the_size_rules(tmp_path: Path) -> None:
     rules = json.loads(done.stdout)["size_defaults"]
     assert {"embedding_dim", "batch_size", "eval_every", "threads", "mode"} <= set(rules)
     assert "65,776" in rules["batch_size"]  # the numbers of the rule, not only its name
+
+
+def test_long_epochs_report_their_steps_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from kgserver.cli.training import _EpochLines
+
+    lines = _EpochLines(epochs=3)
+    lines.STEP_LINE_SECONDS = 0.0  # a line at every step instead of once a minute
+    for step in range(1, 5):
+        lines.on_step(2, step, 4)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("epoch 2/3  step 2/4 (50%)") and "min left in this epoch" in err[0]
+    assert len(err) == 2  # steps 2 and 3; the first starts the clock and the last ends the epoch
