@@ -7,9 +7,9 @@ encodes only those blocks. The corrupt tails come from a pool of uniformly drawn
 entities shared by the step's edges (:class:`SharedUniform`), so a step encodes
 at most ``2 x batch + pool`` entities and scores each query against at most
 ``batch + pool`` candidates however many the graph has: a step's cost, and an
-epoch's per training triple, stay flat as the graph grows. The targets and their inverses are
-excluded from the sampled neighbourhoods (``exclude="reverse_id"``), so the
-model cannot read an answer off its own input. Without every entity's
+epoch's per training triple, stay flat as the graph grows. The targets and their
+inverses are excluded from the sampled neighbourhoods (``exclude="reverse_id"``),
+so the model cannot read an answer off its own input. Without every entity's
 embedding at hand, the loss is the sampled-negatives one, whatever the plugin's
 ``training_mode``.
 
