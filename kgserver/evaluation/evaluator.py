@@ -47,7 +47,7 @@ class Evaluator:
         model.eval()
         try:
             with torch.no_grad():
-                entity_emb, relation_emb = encode_in_chunks(model, graph, model.hparams.embedding_dim)
+                entity_emb, relation_emb = encode_in_chunks(model, graph)
                 return self.rank(model.score, entity_emb, relation_emb, triples)
         finally:
             model.train(was_training)

@@ -20,11 +20,13 @@ from torch import Tensor
 EDGE_ELEMENTS = 2**28  # edges x dimension per chunk: 1 GiB per float32 per-edge tensor
 
 
-def encode_in_chunks(model: Any, graph: Any, dim: int) -> tuple[Tensor, Tensor]:
+def encode_in_chunks(model: Any, graph: Any) -> tuple[Tensor, Tensor]:
     """``model.encode(graph)`` (call it without gradients) for a DGL message graph, chunked when it
-    has more than ``EDGE_ELEMENTS / dim`` edges and the model declares its receptive field."""
-    hops = model.receptive_field()
-    edges_per_chunk = max(1, EDGE_ELEMENTS // max(1, dim))
+    has more than ``EDGE_ELEMENTS / embedding_dim`` edges and the model declares its receptive
+    field (a model object without ``receptive_field``, such as a test's scorer, is encoded whole)."""
+    declared = getattr(model, "receptive_field", None)
+    hops = declared() if declared is not None else None
+    edges_per_chunk = 0 if hops is None else max(1, EDGE_ELEMENTS // max(1, model.hparams.embedding_dim))
     if hops is None or graph.num_edges() <= edges_per_chunk:
         whole: tuple[Tensor, Tensor] = model.encode(graph)
         return whole

@@ -110,7 +110,7 @@ class LoadedModel:
         """Entity and relation embeddings without gradients (chunked on large graphs), computed once and cached."""
         if self._embeddings is None:
             with torch.no_grad():
-                self._embeddings = encode_in_chunks(self.model, self.graph(), self.model.hparams.embedding_dim)
+                self._embeddings = encode_in_chunks(self.model, self.graph())
         return self._embeddings
 
     def score_tails(self, heads: Tensor, relations: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ def test_chunks_give_the_whole_graph_embeddings(
         calls: list[int] = []
         original = model.encode
         monkeypatch.setattr(model, "encode", lambda g, *a: calls.append(1) or original(g, *a))
-        entities, relations = encode_in_chunks(model, graph, 16)
+        entities, relations = encode_in_chunks(model, graph)
     assert len(calls) > 4  # really chunked
     torch.testing.assert_close(entities, whole_entities, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(relations, whole_relations)
@@ -39,5 +39,5 @@ def test_small_graphs_are_encoded_whole(mirrored: Snapshot) -> None:
     model = cls(mirrored.num_entities, mirrored.num_relations, cls.hyperparameters.parse_assignments([])).eval()
     graph = mirrored.message_graph()
     with torch.no_grad():
-        entities, _ = encode_in_chunks(model, graph, model.hparams.embedding_dim)
+        entities, _ = encode_in_chunks(model, graph)
         torch.testing.assert_close(entities, model.encode(graph)[0], rtol=0, atol=0)

@@ -142,12 +142,13 @@ def test_size_aware_choices_are_reported_and_recorded_in_the_run(tmp_path: Path)
     report = json.loads(done.stdout)  # the choices go to stderr only
     automatic = [line for line in done.stderr.splitlines() if line.startswith("size-aware default: ")]
     assert [line.split()[2] for line in automatic] == [
-        "batch_size", "mode", "eval_every", "eval_batch_size", "precision"
+        "batch_size", "mode", "eval_every", "lr_patience", "eval_batch_size", "precision"
     ]  # fmt: skip
     params = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(report["run_id"]).data.params
     # chosen by size: the value as a parameter, the reason beside it
     assert params["batch_size"] == "1024" and params["auto.batch_size"].startswith("the default")
     assert params["train.eval_every"] == "5" and "CoDEx-S" in params["auto.train.eval_every"]
+    assert params["train.lr_patience"] == "1" and params["auto.train.lr_patience"].startswith("the default")
     assert params["train.mode"] == "full" and "auto.train.mode" in params
     # chosen by this machine: bfloat16 steps only where a bfloat16 product was measured faster
     assert params["train.precision"] in {"fp32", "bf16"}
@@ -156,8 +157,8 @@ def test_size_aware_choices_are_reported_and_recorded_in_the_run(tmp_path: Path)
     assert params["embedding_dim"] == "16" and "auto.embedding_dim" not in params
     assert params["train.threads"] == "1" and "auto.train.threads" not in params
     assert not {key for key in params if key.startswith("auto.")} - {
-        "auto.batch_size", "auto.train.mode", "auto.train.eval_every", "auto.train.eval_batch_size",
-        "auto.train.precision",
+        "auto.batch_size", "auto.train.mode", "auto.train.eval_every", "auto.train.lr_patience",
+        "auto.train.eval_batch_size", "auto.train.precision",
     }  # fmt: skip
 
 
