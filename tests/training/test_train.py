@@ -207,6 +207,12 @@ def test_bad_settings_are_configuration_errors() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ConfigurationError, match="precision must be one of fp32, bf16; got 'fp16'"):
         TrainConfig(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="lr_patience must be at least 1, got 0"):
+        TrainConfig(lr_patience=0)
+    with pytest.raises(ConfigurationError, match="valid_limit must be at least 1, got -5"):
+        TrainConfig(valid_limit=-5)
+    with pytest.raises(ConfigurationError, match="negative_pool must be positive, got 0"):
+        TrainConfig(negative_pool=0)
     with pytest.raises(ConfigurationError, match="device"):
         train(None, None, TrainConfig(device="tpu"))  # type: ignore[arg-type]
 
