@@ -8,7 +8,7 @@ numbers (``mrr``, ``hits_at_k``, ``mean_rank``) pool both directions; the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -43,12 +43,23 @@ class Evaluator:
 
     def __call__(self, model: Any, graph: Any, triples: Tensor) -> dict[str, float]:
         """Encode ``graph`` with ``model`` (no grad, eval mode; chunked on large graphs) and rank ``triples``."""
+        return self.splits(model, graph, {"": triples})[""]
+
+    def splits(self, model: Any, graph: Any, splits: Mapping[str, Tensor]) -> dict[str, dict[str, float]]:
+        """Metrics of each named split, all ranked against one encoding of ``graph``.
+
+        One encode is most of an evaluation's cost on a large graph, so the
+        final test and validation passes share it.
+        """
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 entity_emb, relation_emb = encode_in_chunks(model, graph)
-                return self.rank(model.score, entity_emb, relation_emb, triples)
+                return {
+                    name: self.rank(model.score, entity_emb, relation_emb, triples)
+                    for name, triples in splits.items()
+                }
         finally:
             model.train(was_training)
 

@@ -159,8 +159,8 @@ def _train(
         raise RuntimeError("training ended without a validation checkpoint")
     model.load_state_dict(best.state)
     model.eval()
-    metrics = {f"test_{key}": value for key, value in evaluator(model, graph, snapshot.test).items()}
-    metrics.update({f"valid_{key}": value for key, value in evaluator(model, graph, validation).items()})
+    final = evaluator.splits(model, graph, {"test": snapshot.test, "valid": validation})
+    metrics = {f"{split}_{key}": value for split, values in final.items() for key, value in values.items()}
     metrics.update(epochs=len(history), seconds=time.monotonic() - started)
     return TrainResult(
         model=model,

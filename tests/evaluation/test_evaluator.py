@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from kgserver.evaluation import evaluate, filtered_ranks
+from kgserver.evaluation import Evaluator, evaluate, filtered_ranks
 
 NUM_ENTITIES, NUM_RELATIONS = 13, 3
 
@@ -81,6 +81,29 @@ def test_matches_brute_force_with_ties(batch_size: int) -> None:
         assert got[key] == pytest.approx(value, abs=1e-12), key
     # the integer scores really do tie: some answers sit among an odd number of ties
     assert any(rank != math.floor(rank) for rank in ranks)
+
+
+class CountingEncodes(IntegerScores):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encodes = 0
+
+    def encode(self, graph: object) -> tuple[torch.Tensor, torch.Tensor]:
+        self.encodes += 1
+        return super().encode(graph)
+
+
+def test_several_splits_rank_from_one_encode() -> None:
+    known = _random_triples(120, seed=3)
+    first, second = known[:20], known[20:50]
+    evaluator = Evaluator(known, NUM_ENTITIES, NUM_RELATIONS, batch_size=7)
+    model = CountingEncodes()
+    got = evaluator.splits(model, None, {"test": first, "valid": second})
+    assert model.encodes == 1
+    assert list(got) == ["test", "valid"]
+    assert got["test"] == pytest.approx(_reference(model, first, known)[0], abs=1e-12)
+    assert got["valid"] == pytest.approx(_reference(model, second, known)[0], abs=1e-12)
+    assert model.training  # the evaluator restores the mode it found
 
 
 def test_ties_take_the_mean_of_optimistic_and_pessimistic() -> None:
