@@ -406,10 +406,14 @@ def _eval_batch_size(graph: GraphSize, memory: int, default: int) -> Choice:
 def _precision(speedup: float, model_class: type[KGModel]) -> Choice:
     if not model_class.trains_in_bf16:
         return Choice("fp32", f"model {model_class.name!r} does not declare trains_in_bf16")
-    measured = f"bfloat16 matrix products measured {speedup:.1f}x as fast as float32 on this device"
+    if speedup <= 0:
+        return Choice("fp32", "this device has no bfloat16 matrix products")
+    measured = f"bfloat16 matrix products measured {speedup:.2g}x as fast as float32 on this device"
     if speedup >= BF16_MIN_SPEEDUP:
         return Choice("bf16", measured)
-    return Choice("fp32", f"{measured}, under {BF16_MIN_SPEEDUP}x")
+    # a CPU without bfloat16 dot-product instructions converts every element: typically 100x slower
+    emulated = " (emulated: no bfloat16 instructions)" if speedup < 1 else ""
+    return Choice("fp32", f"{measured}{emulated}, under {BF16_MIN_SPEEDUP}x")
 
 
 def _times(ratio: float) -> str:
