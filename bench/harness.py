@@ -22,9 +22,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def log_tail(path: Path, characters: int = 4000) -> str:
-    text = path.read_text(errors="replace")
+def tail(text: str, characters: int = 4000) -> str:
+    """The end of a child's output for an error message: bounded, and never blank."""
+    text = text.rstrip()
+    if not text:
+        return "(no output)"
     return text if len(text) <= characters else "..." + text[-characters:]
+
+
+def log_tail(path: Path, characters: int = 4000) -> str:
+    return tail(path.read_text(errors="replace"), characters)
 
 
 def start_server(

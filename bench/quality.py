@@ -27,6 +27,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness import tail
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / ".." / "shared" / "datasets"
 KGSERVER = Path(sys.executable).parent / "kgserver"
@@ -53,7 +55,7 @@ def kgserver(home: Path, *args: str) -> subprocess.Popen[str]:
 def finish(process: subprocess.Popen[str], what: str) -> str:
     out, err = process.communicate()
     if process.returncode != 0:
-        raise SystemExit(f"{what} failed ({process.returncode}):\n{err[-4000:]}")
+        raise SystemExit(f"{what} failed ({process.returncode}):\n{tail(err)}")
     return out
 
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from harness import log_tail, percentile, start_server, stop
+from harness import log_tail, percentile, start_server, stop, tail
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / ".." / "shared" / "datasets"
@@ -131,10 +131,6 @@ class Row:
     def full_epoch_s(self) -> float:
         """The epoch's seconds, extrapolated from the part that ran when the budget cut it."""
         return self.epoch_s / self.epoch_fraction if self.epoch_fraction > 0 else float("inf")
-
-
-def tail(text: str, characters: int = 4000) -> str:
-    return text[-characters:].rstrip() or "(nothing on stderr)"
 
 
 def run_measured(command: list[str], env: dict[str, str], what: str) -> Measured:

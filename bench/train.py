@@ -53,6 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import tail
+
 if TYPE_CHECKING:
     import torch
 
@@ -183,7 +185,7 @@ def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"PyKEEN {name} failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"PyKEEN {name} failed:\n{tail(done.stderr)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
