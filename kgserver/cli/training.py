@@ -1,4 +1,4 @@
-"""``kgserver train`` and ``kgserver evaluate``.
+"""``kgserver train``, ``kgserver evaluate`` and ``kgserver partition``.
 
 torch, DGL, the store and the plugins are imported inside the commands so that
 ``kgserver --help`` stays fast. ``train`` is a plain sequence (open the store,
@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -474,4 +475,51 @@ def evaluate_command(
     typer.echo(
         f"{loaded.version} on {graph!r} {split.value} ({result.triples} triples): "
         f"{_metrics_line(result.metrics, '')}{notes}"
+    )
+
+
+class PartitionMethod(enum.StrEnum):
+    metis = "metis"
+    random = "random"
+
+
+@app.command("partition")
+def partition_command(
+    graph: str = GraphOption,
+    parts: int = typer.Option(..., "--parts", "-n", help="How many parts: one per machine of the distributed job."),
+    out: Path = typer.Option(..., "--out", "-o", help="A new (or empty) directory for the partitions."),
+    method: PartitionMethod = typer.Option(
+        PartitionMethod.metis,
+        "--method",
+        help="metis: few edges cross parts (less remote fetching); random: fastest to compute.",
+    ),
+    seed: int = SeedOption,
+    split_ratio: str = SplitRatioOption,
+    db: str | None = DbOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Partition a graph for DGL's distributed training (experimental).
+
+    For a graph whose training state does not fit one machine's memory: writes the
+    graph's message edges (with inverses and each edge's relation id in
+    `edata["rel"]`) in `dgl.distributed`'s layout, one part per machine, beside a
+    manifest (`kgserver.json`: the graph's fingerprint and the DGL graph name), the
+    vocabulary and the id maps back to the snapshot's ids. DGL's launcher,
+    `DistGraph` and `DistEdgeDataLoader` read it; README's "Beyond one machine's
+    memory" shows the route.
+    """
+    from kgserver.graph import Snapshot
+    from kgserver.graph.partition import write_partitions
+    from kgserver.store import open_store
+
+    with open_store(db) as store:
+        snapshot = Snapshot.from_store(store, graph, split_ratio=_ratio(split_ratio), seed=seed)
+    partitioning = write_partitions(snapshot, parts, out, method=method.value, seed=seed)
+    if json_output:
+        echo_json({"graph": graph, **partitioning.summary()})
+        return
+    typer.echo(
+        f"graph {graph!r}: {partitioning.message_edges:,} message edges over {partitioning.entities:,} entities "
+        f"in {parts} {method.value} part(s) under {out} in {partitioning.seconds:.1f} s; "
+        f"DGL's partition config: {partitioning.partition_config}"
     )

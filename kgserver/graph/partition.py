@@ -1,0 +1,160 @@
+"""Partition a snapshot's message graph into DGL's distributed layout (``dgl.distributed``).
+
+A graph whose training state does not fit one machine's memory is trained by
+DGL's own distributed stack: ``dgl.distributed.partition_graph`` splits it into
+parts (METIS by default: few edges cross parts, so little is fetched remotely),
+each machine loads its part into a ``DistGraph``, and ``DistEdgeDataLoader``
+samples the same neighbourhood blocks that ``--mode sampled`` trains on in one
+process. This module writes that layout from a :class:`Snapshot`, so the graph a
+distributed job reads is exactly the one ``kgserver train`` would have built:
+message edges with their inverses and the relation id of each edge in
+``edata["rel"]``.
+
+Beside DGL's files the directory holds what DGL's layout does not:
+
+- ``kgserver.json``: the graph's name and fingerprint (the one a tracked run
+  records), the part count and method, and the DGL graph name to pass to
+  ``DistGraph``;
+- ``vocabulary.json``: entity and relation IRIs in the snapshot's id order;
+- ``ids.safetensors``: ``entity_ids`` and ``edge_ids`` map DGL's reshuffled ids
+  back to the snapshot's (DGL renumbers nodes and edges part by part), and the
+  ``valid`` and ``test`` triples, which are never message edges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from kgserver.errors import ConfigurationError
+from kgserver.graph.snapshot import Snapshot
+
+METHODS = ("metis", "random")
+MANIFEST = "kgserver.json"
+VOCABULARY = "vocabulary.json"
+IDS = "ids.safetensors"
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """Where a snapshot's partitions were written, and how."""
+
+    directory: Path
+    dgl_graph_name: str
+    parts: int
+    method: str
+    entities: int
+    message_edges: int
+    seconds: float
+
+    @property
+    def partition_config(self) -> Path:
+        """DGL's partition configuration: the ``part_config`` of ``DistGraph`` and DGL's launcher."""
+        return self.directory / f"{self.dgl_graph_name}.json"
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "directory": str(self.directory),
+            "partition_config": str(self.partition_config),
+            "dgl_graph_name": self.dgl_graph_name,
+            "parts": self.parts,
+            "method": self.method,
+            "entities": self.entities,
+            "message_edges": self.message_edges,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def write_partitions(
+    snapshot: Snapshot, parts: int, directory: Path, *, method: str = "metis", seed: int = 0
+) -> Partitioning:
+    """Partition ``snapshot``'s message graph into ``parts`` parts under ``directory`` (new or empty).
+
+    Raises :class:`ConfigurationError`, writing nothing, for a part count outside
+    ``1..entities``, an unknown method, a graph without training triples or a
+    directory that already holds files.
+    """
+    if method not in METHODS:
+        raise ConfigurationError(f"unknown partition method {method!r}; choose one of {', '.join(METHODS)}")
+    if not 1 <= parts <= snapshot.num_entities:
+        raise ConfigurationError(
+            f"--parts must be between 1 and the graph's {snapshot.num_entities:,} entities, got {parts}"
+        )
+    if len(snapshot.train) == 0:
+        raise ConfigurationError(f"graph {snapshot.name!r} has no training triples to partition")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ConfigurationError(f"{directory} already exists and is not an empty directory; choose a new one")
+
+    import dgl
+    import dgl.distributed
+
+    started = time.monotonic()
+    graph = snapshot.message_graph()
+    dgl_graph_name = re.sub(r"[^A-Za-z0-9_.-]", "_", snapshot.name)
+    dgl.seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _stdout_to_stderr():  # DGL's partitioner and METIS report on stdout
+        entity_ids, edge_ids = dgl.distributed.partition_graph(
+            graph,
+            dgl_graph_name,
+            parts,
+            str(directory),
+            part_method=method,
+            balance_edges=True,
+            return_mapping=True,
+        )
+    save_file(
+        {
+            "entity_ids": entity_ids.contiguous(),
+            "edge_ids": edge_ids.contiguous(),
+            "valid": snapshot.valid.contiguous(),
+            "test": snapshot.test.contiguous(),
+        },
+        str(directory / IDS),
+    )
+    (directory / VOCABULARY).write_text(
+        json.dumps({"entities": snapshot.entities, "relations": snapshot.relations}), encoding="utf-8"
+    )
+    partitioning = Partitioning(
+        directory=directory,
+        dgl_graph_name=dgl_graph_name,
+        parts=parts,
+        method=method,
+        entities=snapshot.num_entities,
+        message_edges=graph.num_edges(),
+        seconds=time.monotonic() - started,
+    )
+    manifest = {
+        "graph": snapshot.name,
+        "fingerprint": snapshot.fingerprint(),
+        "num_relations": snapshot.num_relations,
+        "inverse_relation_offset": snapshot.num_relations,
+        **partitioning.summary(),
+    }
+    del manifest["directory"], manifest["partition_config"]
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return partitioning
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send Python's and the C libraries' stdout to stderr, so a command's stdout keeps its result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
