@@ -19,6 +19,9 @@ Beside DGL's files the directory holds what DGL's layout does not:
 - ``ids.safetensors``: ``entity_ids`` and ``edge_ids`` map DGL's reshuffled ids
   back to the snapshot's (DGL renumbers nodes and edges part by part), and the
   ``valid`` and ``test`` triples, which are never message edges.
+
+:func:`plugin_blocks` turns the blocks a ``DistGraph``'s samplers yield into the
+blocks the plugins encode in ``--mode sampled``, so the models need no change.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import save_file
+from torch import Tensor
 
 from kgserver.errors import ConfigurationError
 from kgserver.graph.snapshot import Snapshot
@@ -143,6 +148,23 @@ def write_partitions(
     del manifest["directory"], manifest["partition_config"]
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return partitioning
+
+
+def plugin_blocks(dist_graph: Any, blocks: list[Any], entity_ids: Tensor) -> list[Any]:
+    """Blocks sampled from a ``DistGraph`` of these partitions, made ready for a plugin's ``encode``.
+
+    DGL's distributed samplers number nodes and edges part by part and leave edge
+    features on the ``DistGraph``; a plugin reads the first block's source entities
+    (``srcdata[dgl.NID]``, the rows of its embedding table, in the snapshot's ids)
+    and each edge's relation (``edata["rel"]``). Both are filled in on the blocks
+    themselves, from ``ids.safetensors``'s ``entity_ids`` and the graph's ``rel``.
+    """
+    import dgl
+
+    for block in blocks:
+        block.srcdata[dgl.NID] = entity_ids[block.srcdata[dgl.NID]]
+        block.edata["rel"] = dist_graph.edata["rel"][block.edata[dgl.EID]]
+    return blocks
 
 
 @contextlib.contextmanager

@@ -12,10 +12,11 @@ from safetensors.torch import load_file
 
 from kgserver.errors import ConfigurationError
 from kgserver.graph import Snapshot
-from kgserver.graph.partition import IDS, MANIFEST, VOCABULARY, write_partitions
+from kgserver.graph.partition import IDS, MANIFEST, VOCABULARY, plugin_blocks, write_partitions
+from kgserver.registry import get_model
 
 from .conftest import mirrored_snapshot
-from .test_cli import import_toy, kgserver
+from .test_cli import SMALL, import_toy, kgserver
 
 
 def _edges_read_back(partitioning_dir: Path, config: Path, parts: int) -> set[tuple[int, int, int]]:
@@ -121,3 +122,39 @@ def test_cli_partitions_an_imported_graph(tmp_path: Path) -> None:
     unknown = partition("nope", tmp_path / "n")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
     assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize("plugin", ["rgcn", "compgcn", "gatv2"])
+def test_a_dist_graph_of_the_partitions_encodes_as_the_whole_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
+) -> None:
+    """DGL's own distributed path, in its standalone mode: a ``DistGraph`` over the partitions,
+    full-neighbour blocks from ``DistNodeDataLoader``, and a plugin's unchanged ``encode``."""
+    import dgl
+    import dgl.distributed
+
+    snapshot = mirrored_snapshot()
+    partitioning = write_partitions(snapshot, 1, tmp_path / "parts")  # standalone mode reads one part
+    entity_ids = load_file(str(tmp_path / "parts" / IDS))["entity_ids"]
+    cls = get_model(plugin)
+    torch.manual_seed(0)
+    model = cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.parse_assignments(SMALL)).eval()
+    with torch.no_grad():
+        whole, _ = model.encode(snapshot.message_graph())
+
+    monkeypatch.setenv("DGL_DIST_MODE", "standalone")
+    dgl.distributed.initialize("")
+    dist_graph = dgl.distributed.DistGraph(partitioning.dgl_graph_name, part_config=str(partitioning.partition_config))
+    assert (dist_graph.num_nodes(), dist_graph.num_edges()) == (snapshot.num_entities, 2 * len(snapshot.train))
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(len(model.layers))
+    seeds = torch.arange(snapshot.num_entities)  # DistGraph ids: partition order
+    loader = dgl.dataloading.DistNodeDataLoader(dist_graph, seeds, sampler, batch_size=20, shuffle=True)
+    encoded = torch.zeros_like(whole)
+    batches = 0
+    for _, output_nodes, blocks in loader:
+        with torch.no_grad():
+            part, _ = model.encode(plugin_blocks(dist_graph, blocks, entity_ids))
+        encoded[entity_ids[output_nodes]] = part
+        batches += 1
+    assert batches == 4
+    torch.testing.assert_close(encoded, whole, atol=1e-5, rtol=1e-5)
