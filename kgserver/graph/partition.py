@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -86,7 +87,8 @@ def write_partitions(
 
     Raises :class:`ConfigurationError`, writing nothing, for a part count outside
     ``1..entities``, an unknown method, a graph without training triples or a
-    directory that already holds files.
+    directory that already holds files. If writing fails part-way, what was
+    written is removed.
     """
     if method not in METHODS:
         raise ConfigurationError(f"unknown partition method {method!r}; choose one of {', '.join(METHODS)}")
@@ -99,6 +101,21 @@ def write_partitions(
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ConfigurationError(f"{directory} already exists and is not an empty directory; choose a new one")
 
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write(snapshot, parts, directory, method, seed)
+    except BaseException:
+        # a partial layout could pass for a whole one: leave the directory as it was found
+        for child in directory.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if created:
+            directory.rmdir()
+        raise
+
+
+def _write(snapshot: Snapshot, parts: int, directory: Path, method: str, seed: int) -> Partitioning:
+    """DGL's partitions, then the id maps and vocabulary, and the manifest last."""
     import dgl
     import dgl.distributed
 
@@ -106,7 +123,6 @@ def write_partitions(
     graph = snapshot.message_graph()
     dgl_graph_name = re.sub(r"[^A-Za-z0-9_.-]", "_", snapshot.name)
     dgl.seed(seed)
-    directory.mkdir(parents=True, exist_ok=True)
     with _stdout_to_stderr():  # DGL's partitioner and METIS report on stdout
         entity_ids, edge_ids = dgl.distributed.partition_graph(
             graph,

@@ -158,3 +158,21 @@ def test_a_dist_graph_of_the_partitions_encodes_as_the_whole_graph(
         batches += 1
     assert batches == 4
     torch.testing.assert_close(encoded, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failure_part_way_leaves_the_directory_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    out = tmp_path / "parts"
+    if existing:
+        out.mkdir()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    # after DGL wrote its partitions, before the id maps
+    monkeypatch.setattr("kgserver.graph.partition.save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_partitions(mirrored_snapshot(), 2, out)
+    assert (list(out.iterdir()) == []) if existing else not out.exists()
