@@ -520,6 +520,7 @@ def partition_command(
         return
     typer.echo(
         f"graph {graph!r}: {partitioning.message_edges:,} message edges over {partitioning.entities:,} entities "
-        f"in {parts} {method.value} part(s) under {out} in {partitioning.seconds:.1f} s; "
+        f"in {parts} {method.value} part(s) under {out} in {partitioning.seconds:.1f} s, "
+        f"{partitioning.cut_edges:,} edges ({partitioning.cut_edges / partitioning.message_edges:.1%}) between parts; "
         f"DGL's partition config: {partitioning.partition_config}"
     )

@@ -60,6 +60,7 @@ class Partitioning:
     method: str
     entities: int
     message_edges: int
+    cut_edges: int
     seconds: float
 
     @property
@@ -76,6 +77,7 @@ class Partitioning:
             "method": self.method,
             "entities": self.entities,
             "message_edges": self.message_edges,
+            "cut_edges": self.cut_edges,
             "seconds": round(self.seconds, 3),
         }
 
@@ -152,6 +154,7 @@ def _write(snapshot: Snapshot, parts: int, directory: Path, method: str, seed: i
         method=method,
         entities=snapshot.num_entities,
         message_edges=graph.num_edges(),
+        cut_edges=_cut_edges(graph, entity_ids, directory / f"{dgl_graph_name}.json"),
         seconds=time.monotonic() - started,
     )
     manifest = {
@@ -164,6 +167,23 @@ def _write(snapshot: Snapshot, parts: int, directory: Path, method: str, seed: i
     del manifest["directory"], manifest["partition_config"]
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return partitioning
+
+
+def _cut_edges(graph: Any, entity_ids: Tensor, partition_config: Path) -> int:
+    """Message edges whose ends lie in different parts: each is a remote fetch when sampled.
+
+    DGL renumbers nodes so that each part holds one contiguous range (the config's
+    ``node_map``); ``entity_ids[new] = old``.
+    """
+    import torch
+
+    (ranges,) = json.loads(partition_config.read_text(encoding="utf-8"))["node_map"].values()
+    ends = torch.tensor([end for _, end in ranges])
+    new_ids = torch.empty_like(entity_ids)
+    new_ids[entity_ids] = torch.arange(len(entity_ids))
+    part_of = torch.searchsorted(ends, new_ids, right=True)
+    sources, destinations = graph.edges()
+    return int((part_of[sources] != part_of[destinations]).sum())
 
 
 def plugin_blocks(dist_graph: Any, blocks: list[Any], entity_ids: Tensor) -> list[Any]:

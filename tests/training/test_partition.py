@@ -19,16 +19,19 @@ from .conftest import mirrored_snapshot
 from .test_cli import SMALL, import_toy, kgserver
 
 
-def _edges_read_back(partitioning_dir: Path, config: Path, parts: int) -> set[tuple[int, int, int]]:
-    """Every part's own edges as (source, rel, destination) in the snapshot's ids."""
+def _edges_read_back(partitioning_dir: Path, config: Path, parts: int) -> tuple[set[tuple[int, int, int]], int]:
+    """Every part's own edges as (source, rel, destination) in the snapshot's ids, and how many
+    of them come from another part's node (a halo node of the part)."""
     import dgl.distributed
 
     ids = load_file(str(partitioning_dir / IDS))
     entity_ids = ids["entity_ids"]
     edges: set[tuple[int, int, int]] = set()
+    from_halo = 0
     for part in range(parts):
         graph, _, edge_feats, book, *_ = dgl.distributed.load_partition(str(config), part)
         inner = graph.edata["inner_edge"].bool()
+        from_halo += int((~graph.ndata["inner_node"].bool()[graph.edges()[0][inner]]).sum())
         sources, destinations = graph.edges()
         global_sources = graph.ndata[dgl.NID][sources[inner]]
         global_destinations = graph.ndata[dgl.NID][destinations[inner]]
@@ -45,7 +48,7 @@ def _edges_read_back(partitioning_dir: Path, config: Path, parts: int) -> set[tu
         ):
             edges.add((source, rel, destination))
         assert book.num_partitions() == parts
-    return edges
+    return edges, from_halo
 
 
 @pytest.mark.parametrize(("parts", "method"), [(2, "metis"), (3, "random")])
@@ -57,7 +60,10 @@ def test_partitions_hold_exactly_the_message_graph(tmp_path: Path, parts: int, m
     graph = snapshot.message_graph()
     sources, destinations = graph.edges()
     expected = set(zip(sources.tolist(), graph.edata["rel"].tolist(), destinations.tolist(), strict=True))
-    assert _edges_read_back(out, partitioning.partition_config, parts) == expected
+    edges, from_halo = _edges_read_back(out, partitioning.partition_config, parts)
+    assert edges == expected
+    assert partitioning.cut_edges == from_halo
+    assert 0 < partitioning.cut_edges < graph.num_edges()
 
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["fingerprint"] == snapshot.fingerprint()
@@ -115,6 +121,10 @@ def test_cli_partitions_an_imported_graph(tmp_path: Path) -> None:
     summary = json.loads(done.stdout)  # stdout holds the JSON alone: DGL's reports went to stderr
     assert (summary["graph"], summary["parts"], summary["method"]) == ("toy", 2, "metis")
     assert Path(summary["partition_config"]).is_file()
+
+    text = partition("toy", tmp_path / "random", "--method", "random")
+    assert text.returncode == 0, text.stderr
+    assert "in 2 random part(s)" in text.stdout and "between parts" in text.stdout
 
     again = partition("toy", out)
     assert again.returncode == 2 and "not an empty directory" in again.stderr
