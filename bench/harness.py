@@ -1,15 +1,22 @@
-"""What the serving benchmarks share: start a ``kgserver serve`` process and wait until it
-answers, stop it, and the percentile the tables report.
+"""What the benchmarks share: run a child command measured from the outside (wall time, peak
+RSS, its JSON line), start a ``kgserver serve`` process and wait until it answers, stop it,
+and the percentile the tables report.
 
 Run from ``bench/`` scripts (their folder is on ``sys.path``): ``from harness import ...``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import subprocess
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kgserver.client import KGClient
 
@@ -75,3 +82,49 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+@dataclass
+class Measured:
+    """One finished child process, measured from the outside."""
+
+    command: list[str]
+    seconds: float
+    peak_rss_mib: float
+    cpu_seconds: float  # user + system, the process and its reaped children: unaffected by other load
+    stdout: str
+    stderr: str
+
+
+
+def run_measured(command: list[str], env: dict[str, str], what: str) -> Measured:
+    """Run ``command`` to its end; wall seconds and peak RSS (``wait4``: the process and its reaped children).
+
+    A non-zero exit ends the script with the command and its stderr tail.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", errors="replace")
+        stderr = err.read().decode("utf-8", errors="replace")
+    if process.returncode != 0:
+        raise SystemExit(f"{what} failed (exit code {process.returncode}): $ {shlex.join(command)}\n{tail(stderr)}")
+    cpu_seconds = usage.ru_utime + usage.ru_stime
+    return Measured(command, seconds, usage.ru_maxrss / 1024, cpu_seconds, stdout, stderr)  # ru_maxrss: KiB on Linux
+
+
+def last_json(stdout: str, what: str) -> dict[str, Any]:
+    """The JSON object on the last line of ``stdout``."""
+    lines = stdout.strip().splitlines()
+    try:
+        value = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise SystemExit(f"{what}: expected a JSON line on stdout, got:\n{tail(stdout)}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"{what}: expected a JSON object, got {lines[-1][:200]}")
+    return value

@@ -24,13 +24,13 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
+
+from harness import Measured, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO / ".." / "shared" / "datasets" / "fb15k-237"
@@ -39,14 +39,6 @@ FREEBASE = "http://rdf.freebase.com/ns/"
 KGSERVER = str(Path(sys.executable).with_name("kgserver"))
 
 RDFLIB_PARSE = "import sys, rdflib; g = rdflib.Graph(); g.parse(sys.argv[1], format='nt'); print(len(g))"
-
-
-@dataclass
-class Measured:
-    wall: float
-    cpu: float
-    peak_rss_mb: float
-    stdout: str
 
 
 def freebase_iri(path: str) -> str:
@@ -102,10 +94,11 @@ def main() -> None:
     print(f"load average after: {_load()} (other processes share these CPUs)")
     print(f"{args.rounds} rounds; best (shortest) of each, then every round's end-to-end time:")
     for label, runs in results.items():
-        best = min(runs, key=lambda run_: run_[0].wall)[0]
+        best = min(runs, key=lambda run_: run_[0].seconds)[0]
         line = (
-            f"{label:38} {best.wall:6.2f} s end to end = {triples / best.wall:9,.0f} triples/s; "
-            f"CPU {min(m.cpu for m, _ in runs):5.2f} s; peak RSS {max(m.peak_rss_mb for m, _ in runs):5.0f} MB"
+            f"{label:38} {best.seconds:6.2f} s end to end = {triples / best.seconds:9,.0f} triples/s; "
+            f"CPU {min(m.cpu_seconds for m, _ in runs):5.2f} s; "
+            f"peak RSS {max(m.peak_rss_mib for m, _ in runs):5.0f} MiB"
         )
         summaries = [summary for _, summary in runs if summary]
         if summaries:
@@ -114,12 +107,12 @@ def main() -> None:
                 f"; import phase {phase:5.2f} s = {triples / phase:9,.0f} triples/s"
                 f"; added {summaries[0]['added']:,}, skipped {summaries[0]['skipped_duplicates']:,}"
             )
-        print(line + f"  [{', '.join(f'{m.wall:.2f}' for m, _ in runs)}]")
+        print(line + f"  [{', '.join(f'{m.seconds:.2f}' for m, _ in runs)}]")
     ratios = [
-        rdflib[0].wall / fresh[0].wall for rdflib, fresh in zip(results[RDFLIB], results[SQLITE_FRESH])
+        rdflib[0].seconds / fresh[0].seconds for rdflib, fresh in zip(results[RDFLIB], results[SQLITE_FRESH])
     ]
     cpu_ratios = [
-        rdflib[0].cpu / fresh[0].cpu for rdflib, fresh in zip(results[RDFLIB], results[SQLITE_FRESH])
+        rdflib[0].cpu_seconds / fresh[0].cpu_seconds for rdflib, fresh in zip(results[RDFLIB], results[SQLITE_FRESH])
     ]
     print(
         f"rdflib Graph().parse() alone / whole kgserver import into SQLite, same round: "
@@ -139,18 +132,7 @@ def _load() -> str:
 
 def run(command: list[str]) -> Measured:
     """Run ``command``; wall time, CPU time and peak RSS of that process alone (wait4)."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if process.returncode != 0:
-        raise SystemExit(f"{shlex.join(command)} failed ({process.returncode}):\n{stderr}")
-    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+    return run_measured(command, dict(os.environ), shlex.join(command))
 
 
 def _import(source: Path, url: str) -> tuple[Measured, dict]:

@@ -39,24 +39,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import random
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psutil
-from harness import log_tail, percentile, start_server, stop, tail
+from harness import last_json, log_tail, percentile, run_measured, start_server, stop
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / ".." / "shared" / "datasets"
@@ -90,17 +87,6 @@ print(json.dumps({
 
 
 @dataclass
-class Measured:
-    """One finished child process, measured from the outside."""
-
-    command: list[str]
-    seconds: float
-    peak_rss_mib: float
-    stdout: str
-    stderr: str
-
-
-@dataclass
 class Row:
     """Every figure of one size."""
 
@@ -131,38 +117,6 @@ class Row:
     def full_epoch_s(self) -> float:
         """The epoch's seconds, extrapolated from the part that ran when the budget cut it."""
         return self.epoch_s / self.epoch_fraction if self.epoch_fraction > 0 else float("inf")
-
-
-def run_measured(command: list[str], env: dict[str, str], what: str) -> Measured:
-    """Run ``command`` to its end; wall seconds and peak RSS (``wait4``: the process and its reaped children).
-
-    A non-zero exit ends the script with the command and its stderr tail.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", errors="replace")
-        stderr = err.read().decode("utf-8", errors="replace")
-    if process.returncode != 0:
-        raise SystemExit(f"{what} failed (exit code {process.returncode}): $ {shlex.join(command)}\n{tail(stderr)}")
-    return Measured(command, seconds, usage.ru_maxrss / 1024, stdout, stderr)  # ru_maxrss: KiB on Linux
-
-
-def last_json(stdout: str, what: str) -> dict[str, Any]:
-    """The JSON object on the last line of ``stdout``."""
-    lines = stdout.strip().splitlines()
-    try:
-        value = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise SystemExit(f"{what}: expected a JSON line on stdout, got:\n{tail(stdout)}") from None
-    if not isinstance(value, dict):
-        raise SystemExit(f"{what}: expected a JSON object, got {lines[-1][:200]}")
-    return value
 
 
 def shown(command: list[str]) -> str:
