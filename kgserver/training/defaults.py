@@ -411,7 +411,7 @@ def _precision(speedup: float, model_class: type[KGModel]) -> Choice:
     measured = f"bfloat16 matrix products measured {speedup:.2g}x as fast as float32 on this device"
     if speedup >= BF16_MIN_SPEEDUP:
         return Choice("bf16", measured)
-    # a CPU without bfloat16 dot-product instructions converts every element: typically 100x slower
+    # a CPU without bfloat16 dot-product instructions converts every element, far slower than float32
     emulated = " (emulated: no bfloat16 instructions)" if speedup < 1 else ""
     return Choice("fp32", f"{measured}{emulated}, under {BF16_MIN_SPEEDUP}x")
 
