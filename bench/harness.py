@@ -96,9 +96,9 @@ class Measured:
     stderr: str
 
 
-
 def run_measured(command: list[str], env: dict[str, str], what: str) -> Measured:
-    """Run ``command`` to its end; wall seconds and peak RSS (``wait4``: the process and its reaped children).
+    """Run ``command`` to its end; wall and CPU seconds and peak RSS (``wait4``: the process and its reaped
+    children).
 
     A non-zero exit ends the script with the command and its stderr tail.
     """

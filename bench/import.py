@@ -132,7 +132,7 @@ def _load() -> str:
 
 def run(command: list[str]) -> Measured:
     """Run ``command``; wall time, CPU time and peak RSS of that process alone (wait4)."""
-    return run_measured(command, dict(os.environ), shlex.join(command))
+    return run_measured(command, dict(os.environ), Path(command[0]).name)
 
 
 def _import(source: Path, url: str) -> tuple[Measured, dict]:

@@ -26,10 +26,11 @@ from pathlib import Path
 
 from harness import last_json, run_measured
 
+from kgserver.graph.partition import METHODS
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / ".." / "shared" / "datasets"
 KGSERVER = str(Path(sys.executable).with_name("kgserver"))
-METHODS = ("metis", "random")
 
 
 def main() -> None:

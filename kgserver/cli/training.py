@@ -509,9 +509,10 @@ def partition_command(
     memory" shows the route.
     """
     from kgserver.graph import Snapshot
-    from kgserver.graph.partition import write_partitions
+    from kgserver.graph.partition import check_request, write_partitions
     from kgserver.store import open_store
 
+    check_request(parts, out, method.value)  # before reading a graph that may take minutes to load
     with open_store(db) as store:
         snapshot = Snapshot.from_store(store, graph, split_ratio=_ratio(split_ratio), seed=seed)
     partitioning = write_partitions(snapshot, parts, out, method=method.value, seed=seed)

@@ -17,8 +17,10 @@ Beside DGL's files the directory holds what DGL's layout does not:
   ``DistGraph``;
 - ``vocabulary.json``: entity and relation IRIs in the snapshot's id order;
 - ``ids.safetensors``: ``entity_ids`` and ``edge_ids`` map DGL's reshuffled ids
-  back to the snapshot's (DGL renumbers nodes and edges part by part), and the
-  ``valid`` and ``test`` triples, which are never message edges.
+  back to the snapshot's (DGL renumbers nodes and edges part by part),
+  ``reverse_edge_ids`` gives each edge's inverse in DGL's ids (for a sampler's
+  ``exclude="reverse_id"``), and the ``valid`` and ``test`` triples, which are
+  never message edges.
 
 :func:`plugin_blocks` turns the blocks a ``DistGraph``'s samplers yield into the
 blocks the plugins encode in ``--mode sampled``, so the models need no change.
@@ -27,6 +29,7 @@ blocks the plugins encode in ``--mode sampled``, so the models need no change.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -88,32 +91,50 @@ def write_partitions(
     """Partition ``snapshot``'s message graph into ``parts`` parts under ``directory`` (new or empty).
 
     Raises :class:`ConfigurationError`, writing nothing, for a part count outside
-    ``1..entities``, an unknown method, a graph without training triples or a
-    directory that already holds files. If writing fails part-way, what was
-    written is removed.
+    ``1..entities`` or one DGL cannot fill, an unknown method, a graph without
+    training triples, or a directory that already holds files or cannot be
+    created. If writing fails part-way, what was written is removed.
     """
-    if method not in METHODS:
-        raise ConfigurationError(f"unknown partition method {method!r}; choose one of {', '.join(METHODS)}")
-    if not 1 <= parts <= snapshot.num_entities:
+    check_request(parts, directory, method)
+    if parts > snapshot.num_entities:
         raise ConfigurationError(
             f"--parts must be between 1 and the graph's {snapshot.num_entities:,} entities, got {parts}"
         )
     if len(snapshot.train) == 0:
         raise ConfigurationError(f"graph {snapshot.name!r} has no training triples to partition")
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ConfigurationError(f"{directory} already exists and is not an empty directory; choose a new one")
-
-    created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create {directory}: {error.strerror}") from None
     try:
         return _write(snapshot, parts, directory, method, seed)
     except BaseException:
-        # a partial layout could pass for a whole one: leave the directory as it was found
-        for child in directory.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        if created:
-            directory.rmdir()
+        # a partial layout could pass for a whole one: leave the file system as it was found
+        if missing:
+            shutil.rmtree(missing[-1])
+        else:
+            for child in directory.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         raise
+
+
+def check_request(parts: int, directory: Path, method: str) -> None:
+    """What can be checked before the graph is read: a positive part count, a known method,
+    and an output directory that is new or empty."""
+    if method not in METHODS:
+        raise ConfigurationError(f"unknown partition method {method!r}; choose one of {', '.join(METHODS)}")
+    if parts < 1:
+        raise ConfigurationError(f"--parts must be at least 1, got {parts}")
+    try:
+        used = directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
+    except OSError as error:
+        raise ConfigurationError(f"cannot read {directory}: {error.strerror}") from None
+    if used:
+        raise ConfigurationError(f"{directory} already exists and is not an empty directory; choose a new one")
 
 
 def _write(snapshot: Snapshot, parts: int, directory: Path, method: str, seed: int) -> Partitioning:
@@ -123,22 +144,32 @@ def _write(snapshot: Snapshot, parts: int, directory: Path, method: str, seed: i
 
     started = time.monotonic()
     graph = snapshot.message_graph()
-    dgl_graph_name = re.sub(r"[^A-Za-z0-9_.-]", "_", snapshot.name)
+    # DGL writes its configuration as NAME.json: the prefix keeps it clear of kgserver's own files
+    dgl_graph_name = "g_" + re.sub(r"[^A-Za-z0-9_.-]", "_", snapshot.name)
     dgl.seed(seed)
-    with _stdout_to_stderr():  # DGL's partitioner and METIS report on stdout
-        entity_ids, edge_ids = dgl.distributed.partition_graph(
-            graph,
-            dgl_graph_name,
-            parts,
-            str(directory),
-            part_method=method,
-            balance_edges=True,
-            return_mapping=True,
-        )
+    try:
+        with _stdout_to_stderr():  # DGL's partitioner reports on stdout
+            entity_ids, edge_ids = dgl.distributed.partition_graph(
+                graph,
+                dgl_graph_name,
+                parts,
+                str(directory),
+                part_method=method,
+                balance_edges=True,
+                return_mapping=True,
+            )
+    except (dgl.DGLError, IndexError) as error:  # a part left without nodes or edges
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ConfigurationError(
+            f"DGL could not split graph {snapshot.name!r} ({snapshot.num_entities:,} entities, "
+            f"{graph.num_edges():,} message edges) into {parts} {method} parts that each hold nodes and edges; "
+            f"use fewer parts ({first_line})"
+        ) from None
     save_file(
         {
             "entity_ids": entity_ids.contiguous(),
             "edge_ids": edge_ids.contiguous(),
+            "reverse_edge_ids": _reverse_edge_ids(edge_ids, len(snapshot.train)),
             "valid": snapshot.valid.contiguous(),
             "test": snapshot.test.contiguous(),
         },
@@ -169,6 +200,17 @@ def _write(snapshot: Snapshot, parts: int, directory: Path, method: str, seed: i
     return partitioning
 
 
+def _reverse_edge_ids(edge_ids: Tensor, train_triples: int) -> Tensor:
+    """Each edge's inverse in DGL's edge ids (``edge_ids[new] = old``): what ``exclude="reverse_id"``
+    needs, since the snapshot's layout (edge ``i``'s inverse is ``i + n``) does not survive the
+    renumbering."""
+    import torch
+
+    new_ids = torch.empty_like(edge_ids)
+    new_ids[edge_ids] = torch.arange(len(edge_ids))
+    return new_ids[(edge_ids + train_triples) % (2 * train_triples)].contiguous()
+
+
 def _cut_edges(graph: Any, entity_ids: Tensor, partition_config: Path) -> int:
     """Message edges whose ends lie in different parts: each is a remote fetch when sampled.
 
@@ -193,12 +235,14 @@ def plugin_blocks(dist_graph: Any, blocks: list[Any], entity_ids: Tensor) -> lis
     features on the ``DistGraph``; a plugin reads the first block's source entities
     (``srcdata[dgl.NID]``, the rows of its embedding table, in the snapshot's ids)
     and each edge's relation (``edata["rel"]``). Both are filled in on the blocks
-    themselves, from ``ids.safetensors``'s ``entity_ids`` and the graph's ``rel``.
+    themselves (and the destinations' ids mapped too), from ``ids.safetensors``'s
+    ``entity_ids`` and the graph's ``rel``: call it once per sampled batch.
     """
     import dgl
 
     for block in blocks:
         block.srcdata[dgl.NID] = entity_ids[block.srcdata[dgl.NID]]
+        block.dstdata[dgl.NID] = entity_ids[block.dstdata[dgl.NID]]
         block.edata["rel"] = dist_graph.edata["rel"][block.edata[dgl.EID]]
     return blocks
 
@@ -213,6 +257,6 @@ def _stdout_to_stderr() -> Iterator[None]:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
-        sys.stdout.flush()
+        ctypes.CDLL(None).fflush(None)  # C stdio's buffered output goes where it was written
         os.dup2(saved, 1)
         os.close(saved)

@@ -408,12 +408,12 @@ def _precision(speedup: float, model_class: type[KGModel]) -> Choice:
         return Choice("fp32", f"model {model_class.name!r} does not declare trains_in_bf16")
     if speedup <= 0:
         return Choice("fp32", "this device has no bfloat16 matrix products")
-    measured = f"bfloat16 matrix products measured {speedup:.2g}x as fast as float32 on this device"
+    measured = f"bfloat16 matrix products measured {speedup:.3g}x as fast as float32 on this device"
     if speedup >= BF16_MIN_SPEEDUP:
         return Choice("bf16", measured)
     # a CPU without bfloat16 dot-product instructions converts every element, far slower than float32
-    emulated = " (emulated: no bfloat16 instructions)" if speedup < 1 else ""
-    return Choice("fp32", f"{measured}{emulated}, under {BF16_MIN_SPEEDUP}x")
+    slower = " (slower than float32: likely no bfloat16 instructions)" if speedup < 1 else ""
+    return Choice("fp32", f"{measured}{slower}, under {BF16_MIN_SPEEDUP}x")
 
 
 def _times(ratio: float) -> str:

@@ -6,48 +6,56 @@ import json
 import subprocess
 from pathlib import Path
 
+import dgl
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from kgserver.cli.training import PartitionMethod
 from kgserver.errors import ConfigurationError
 from kgserver.graph import Snapshot
-from kgserver.graph.partition import IDS, MANIFEST, VOCABULARY, plugin_blocks, write_partitions
-from kgserver.registry import get_model
+from kgserver.graph.partition import IDS, MANIFEST, METHODS, VOCABULARY, plugin_blocks, write_partitions
+from kgserver.registry import KGModel, get_model
 
 from .conftest import mirrored_snapshot
 from .test_cli import SMALL, import_toy, kgserver
 
 
-def _edges_read_back(partitioning_dir: Path, config: Path, parts: int) -> tuple[set[tuple[int, int, int]], int]:
-    """Every part's own edges as (source, rel, destination) in the snapshot's ids, and how many
-    of them come from another part's node (a halo node of the part)."""
+def _small_model(plugin: str, snapshot: Snapshot) -> KGModel:
+    cls = get_model(plugin)
+    torch.manual_seed(0)
+    return cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.parse_assignments(SMALL)).eval()
+
+
+def _edges_read_back(directory: Path, config: Path, parts: int) -> tuple[dict[int, tuple[int, int, int]], int]:
+    """Every part's own edges, keyed by the snapshot's message-edge id (through ``edge_ids``), as
+    (source, rel, destination) in the snapshot's entity ids (through ``entity_ids``), and how
+    many of them come from another part's node (a halo node of the part)."""
     import dgl.distributed
 
-    ids = load_file(str(partitioning_dir / IDS))
-    entity_ids = ids["entity_ids"]
-    edges: set[tuple[int, int, int]] = set()
+    ids = load_file(str(directory / IDS))
+    entity_ids, edge_ids = ids["entity_ids"], ids["edge_ids"]
+    edges: dict[int, tuple[int, int, int]] = {}
     from_halo = 0
     for part in range(parts):
         graph, _, edge_feats, book, *_ = dgl.distributed.load_partition(str(config), part)
-        inner = graph.edata["inner_edge"].bool()
-        from_halo += int((~graph.ndata["inner_node"].bool()[graph.edges()[0][inner]]).sum())
-        sources, destinations = graph.edges()
-        global_sources = graph.ndata[dgl.NID][sources[inner]]
-        global_destinations = graph.ndata[dgl.NID][destinations[inner]]
-        (rel_key,) = [key for key in edge_feats if key.endswith("/rel")]
-        rels = edge_feats[rel_key]
-        assert len(rels) == int(inner.sum())
-        # the part's feature rows follow its inner edges' global (reshuffled) ids in order
-        order = torch.argsort(graph.edata[dgl.EID][inner])
-        for source, rel, destination in zip(
-            entity_ids[global_sources[order]].tolist(),
-            rels.tolist(),
-            entity_ids[global_destinations[order]].tolist(),
-            strict=True,
-        ):
-            edges.add((source, rel, destination))
         assert book.num_partitions() == parts
+        inner = graph.edata["inner_edge"].bool()
+        sources, destinations = (ends[inner] for ends in graph.edges())
+        from_halo += int((~graph.ndata["inner_node"].bool()[sources]).sum())
+        (rel_key,) = [key for key in edge_feats if key.endswith("/rel")]
+        # the part's feature rows follow its inner edges' global (reshuffled) ids in order
+        global_edges, order = torch.sort(graph.edata[dgl.EID][inner])
+        rows = zip(
+            edge_ids[global_edges].tolist(),
+            entity_ids[graph.ndata[dgl.NID][sources[order]]].tolist(),
+            edge_feats[rel_key].tolist(),
+            entity_ids[graph.ndata[dgl.NID][destinations[order]]].tolist(),
+            strict=True,
+        )
+        for edge, source, rel, destination in rows:
+            assert edge not in edges, f"edge {edge} is in two parts"
+            edges[edge] = (source, rel, destination)
     return edges, from_halo
 
 
@@ -59,28 +67,75 @@ def test_partitions_hold_exactly_the_message_graph(tmp_path: Path, parts: int, m
 
     graph = snapshot.message_graph()
     sources, destinations = graph.edges()
-    expected = set(zip(sources.tolist(), graph.edata["rel"].tolist(), destinations.tolist(), strict=True))
+    expected = dict(
+        enumerate(zip(sources.tolist(), graph.edata["rel"].tolist(), destinations.tolist(), strict=True))
+    )
     edges, from_halo = _edges_read_back(out, partitioning.partition_config, parts)
-    assert edges == expected
+    assert edges == expected  # every message edge once, under its own id, with its relation
     assert partitioning.cut_edges == from_halo
     assert 0 < partitioning.cut_edges < graph.num_edges()
 
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["fingerprint"] == snapshot.fingerprint()
-    assert (manifest["parts"], manifest["method"], manifest["dgl_graph_name"]) == (parts, method, "mirrored")
+    assert (manifest["parts"], manifest["method"], manifest["dgl_graph_name"]) == (parts, method, "g_mirrored")
     vocabulary = json.loads((out / VOCABULARY).read_text())
     assert (vocabulary["entities"], vocabulary["relations"]) == (snapshot.entities, snapshot.relations)
     ids = load_file(str(out / IDS))
     assert torch.equal(ids["valid"], snapshot.valid) and torch.equal(ids["test"], snapshot.test)
-    assert sorted(ids["entity_ids"].tolist()) == list(range(snapshot.num_entities))
-    assert sorted(ids["edge_ids"].tolist()) == list(range(graph.num_edges()))
+    assert not torch.equal(ids["entity_ids"], torch.arange(snapshot.num_entities))  # DGL did renumber
+    # each edge's inverse, in DGL's ids: the same pair of entities the other way round
+    reverse = ids["reverse_edge_ids"]
+    original = ids["edge_ids"]
+    num_train = len(snapshot.train)
+    assert torch.equal(original[reverse], (original + num_train) % (2 * num_train))
+    assert torch.equal(reverse[reverse], torch.arange(graph.num_edges()))
+
+
+def _permuted(graph: dgl.DGLGraph, seed: int) -> tuple[dgl.DGLGraph, torch.Tensor, torch.Tensor]:
+    """``graph`` with its nodes and edges renumbered at random, as a DistGraph's are, without
+    ``rel`` on its edges (a DistGraph keeps edge features apart); ``entity_ids[new] = old``; and
+    the renumbered edges' relations."""
+    generator = torch.Generator().manual_seed(seed)
+    entity_ids = torch.randperm(graph.num_nodes(), generator=generator)
+    edge_order = torch.randperm(graph.num_edges(), generator=generator)
+    new_ids = torch.empty_like(entity_ids)
+    new_ids[entity_ids] = torch.arange(len(entity_ids))
+    sources, destinations = graph.edges()
+    permuted = dgl.graph(
+        (new_ids[sources[edge_order]], new_ids[destinations[edge_order]]), num_nodes=graph.num_nodes()
+    )
+    return permuted, entity_ids, graph.edata["rel"][edge_order]
+
+
+@pytest.mark.parametrize("plugin", ["rgcn", "compgcn", "gatv2"])
+def test_plugin_blocks_map_renumbered_blocks_back(plugin: str) -> None:
+    snapshot = mirrored_snapshot()
+    model = _small_model(plugin, snapshot)
+    graph = snapshot.message_graph()
+    with torch.no_grad():
+        whole, _ = model.encode(graph)
+    permuted, entity_ids, rel = _permuted(graph, seed=1)
+    edge_features = type("EdgeFeatures", (), {"edata": {"rel": rel}})()  # a DistGraph's edata
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(len(model.layers))
+    encoded = torch.zeros_like(whole)
+    for seeds in torch.arange(snapshot.num_entities).split(20):
+        _, output_nodes, blocks = sampler.sample_blocks(permuted, seeds)
+        assert "rel" not in blocks[0].edata
+        blocks = plugin_blocks(edge_features, list(blocks), entity_ids)
+        assert torch.equal(blocks[-1].dstdata[dgl.NID], entity_ids[seeds])
+        with torch.no_grad():
+            part, _ = model.encode(blocks)
+        encoded[entity_ids[output_nodes]] = part
+    torch.testing.assert_close(encoded, whole, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
     ("parts", "method", "message"),
     [
-        (0, "metis", "--parts must be between 1 and the graph's 64 entities, got 0"),
-        (65, "metis", "got 65"),
+        (0, "metis", "--parts must be at least 1, got 0"),
+        (65, "metis", "--parts must be between 1 and the graph's 64 entities, got 65"),
+        (60, "metis", "DGL could not split graph 'mirrored' .* into 60 metis parts that each hold nodes and edges"),
+        (60, "random", "into 60 random parts .*; use fewer parts"),
         (2, "spectral", "unknown partition method 'spectral'"),
     ],
 )
@@ -98,6 +153,10 @@ def test_a_graph_without_training_triples_or_a_used_directory_is_refused(tmp_pat
     )
     with pytest.raises(ConfigurationError, match="no training triples"):
         write_partitions(empty, 2, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError, match="cannot create .*file/parts: Not a directory"):
+        write_partitions(snapshot, 2, tmp_path / "file" / "parts")
     used = tmp_path / "used"
     used.mkdir()
     (used / "keep.txt").write_text("mine")
@@ -139,16 +198,15 @@ def test_a_dist_graph_of_the_partitions_encodes_as_the_whole_graph(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
 ) -> None:
     """DGL's own distributed path, in its standalone mode: a ``DistGraph`` over the partitions,
-    full-neighbour blocks from ``DistNodeDataLoader``, and a plugin's unchanged ``encode``."""
-    import dgl
+    full-neighbour blocks from ``DistNodeDataLoader``, and a plugin's unchanged ``encode``.
+    Standalone mode reads one part, whose ids DGL leaves as they were: the renumbering itself
+    is what the test above covers."""
     import dgl.distributed
 
     snapshot = mirrored_snapshot()
-    partitioning = write_partitions(snapshot, 1, tmp_path / "parts")  # standalone mode reads one part
+    partitioning = write_partitions(snapshot, 1, tmp_path / "parts")
     entity_ids = load_file(str(tmp_path / "parts" / IDS))["entity_ids"]
-    cls = get_model(plugin)
-    torch.manual_seed(0)
-    model = cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.parse_assignments(SMALL)).eval()
+    model = _small_model(plugin, snapshot)
     with torch.no_grad():
         whole, _ = model.encode(snapshot.message_graph())
 
@@ -174,9 +232,9 @@ def test_a_dist_graph_of_the_partitions_encodes_as_the_whole_graph(
 def test_a_failure_part_way_leaves_the_directory_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
 ) -> None:
-    out = tmp_path / "parts"
+    out = tmp_path / "new" / "parts"  # both folders are created, so both go
     if existing:
-        out.mkdir()
+        out.mkdir(parents=True)
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
@@ -185,4 +243,8 @@ def test_a_failure_part_way_leaves_the_directory_as_it_was(
     monkeypatch.setattr("kgserver.graph.partition.save_file", disk_full)
     with pytest.raises(OSError, match="No space left"):
         write_partitions(mirrored_snapshot(), 2, out)
-    assert (list(out.iterdir()) == []) if existing else not out.exists()
+    assert (list(out.iterdir()) == []) if existing else not (tmp_path / "new").exists()
+
+
+def test_the_command_offers_the_methods_the_module_knows() -> None:
+    assert tuple(method.value for method in PartitionMethod) == METHODS
