@@ -6,7 +6,8 @@ weights (latency does not depend on training), saved as a bundle and served by
 the real ``kgserver serve`` process. Closed-loop clients (1, 16, 64 by default),
 each with its own channel and one query per request, measure p50/p99 latency and
 requests/s; the same run measures in-process ``score`` + ``topk`` throughput at
-the same batch sizes, which is the ceiling the server's batching aims at, and
+the same batch sizes (with the entity table in the served column-major layout and,
+for comparison, row-major), which is the ceiling the server's batching aims at, and
 the same load against a gRPC server that answers a canned top-10 with no model
 at all, which is the ceiling of the framework and the load generator on this
 machine (they share its CPUs with the server).
@@ -82,12 +83,19 @@ def build_bundle(directory: Path, plugin: str, decoder: str, dim: int) -> tuple[
     return save_bundle(directory / "bundle", model, snapshot), snapshot
 
 
-def in_process_rate(bundle: Path, batch: int, k: int, seconds: float) -> float:
-    """Queries/s of ``score`` against every entity + ``topk`` for batches of ``batch`` queries."""
+def in_process_rate(bundle: Path, batch: int, k: int, seconds: float, served_layout: bool = True) -> float:
+    """Queries/s of ``score`` against every entity + ``topk`` for batches of ``batch`` queries.
+
+    The entity table is in the served (column-major) layout, or with ``served_layout=False``
+    row-major, as the encoder returns it.
+    """
+    from kgserver.serving.served import scoring_layout
     from kgserver.tracking.bundle import load_bundle
 
     loaded = load_bundle(bundle)
     entity_emb, relation_emb = loaded.encode()
+    if served_layout:
+        entity_emb = scoring_layout(entity_emb)
     n, r = entity_emb.shape[0], relation_emb.shape[0] // 2
     generator = torch.Generator().manual_seed(batch)
     done, started = 0, time.perf_counter()
@@ -304,6 +312,12 @@ def main() -> None:
 
         batches = sorted({*options.clients, options.batch_queries})
         inline = {b: in_process_rate(bundle, b, options.k, min(options.seconds, 4.0)) for b in batches}
+        row_major = {b: in_process_rate(bundle, b, options.k, min(options.seconds, 4.0), False) for b in batches}
+        print(
+            "in-process queries/s, served (column-major) table vs row-major: "
+            + ", ".join(f"batch {b}: {inline[b]:.0f} vs {row_major[b]:.0f} ({inline[b] / row_major[b]:.2f}x)"
+                        for b in batches)  # fmt: skip
+        )
         generator = torch.Generator().manual_seed(1)
         heads = torch.randint(0, snapshot.num_entities, (4096,), generator=generator).tolist()
         rels = torch.randint(0, snapshot.num_relations, (4096,), generator=generator).tolist()

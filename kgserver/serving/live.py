@@ -34,7 +34,7 @@ from kgserver.explain.neighbourhood import neighbourhood
 from kgserver.graph.index import TripleIndex
 from kgserver.graph.snapshot import message_graph
 from kgserver.graph.vocabulary import Vocabulary
-from kgserver.serving.served import ServedModel
+from kgserver.serving.served import ServedModel, scoring_layout
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _reencoded(
     if len(added):
         touched = torch.unique(torch.cat([added[:, 0], added[:, 2]]))
         with torch.inference_mode():
-            entity_emb = reencode(served, vocabulary, message_triples, touched).detach().contiguous()
+            entity_emb = reencode(served, vocabulary, message_triples, touched).detach()
         if entity_emb.shape[0] != vocabulary.num_entities:
             raise RuntimeError(
                 f"reencode returned {entity_emb.shape[0]} embeddings for {vocabulary.num_entities} entities"
@@ -166,7 +166,8 @@ def _reencoded(
 
 
 def reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tensor, touched: Tensor) -> Tensor:
-    """Entity embeddings ``[len(vocabulary.entities), d]`` over the message graph of ``message_triples``.
+    """Entity embeddings ``[len(vocabulary.entities), d]`` over the message graph of ``message_triples``,
+    in :func:`~kgserver.serving.served.scoring_layout`.
 
     ``vocabulary`` extends the served model's: the same relations, the same entities
     in the same order, new entities appended. ``message_triples`` (int64 ``[n, 3]``,
@@ -197,8 +198,8 @@ def reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tenso
     with torch.inference_mode():
         if hops is None:
             entity_emb, _ = model.encode(graph)
-            return entity_emb.detach().contiguous()
-        embeddings = torch.empty(new, served.embedding_dim, dtype=served.entity_emb.dtype)
+            return scoring_layout(entity_emb.detach())
+        embeddings = torch.empty(served.embedding_dim, new, dtype=served.entity_emb.dtype).t()  # scoring_layout
         embeddings[:old] = served.entity_emb
         radius = max(hops - 1, 0) if model.aggregates_at_destination else hops
         affected = affected_entities(graph, touched, radius)

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kgserver.serving.served import scoring_layout
+
 if TYPE_CHECKING:
     from kgserver.graph.vocabulary import Vocabulary
     from kgserver.serving.holder import Builder
@@ -108,6 +110,9 @@ def publish(path: Path, tensor: Tensor) -> Published:
     mapped read-only and used only if its bytes equal ``tensor``'s; otherwise, or if it
     cannot be written or mapped, ``tensor`` itself is returned with the reason.
     """
+    if not tensor.is_contiguous() and tensor.dim() == 2 and tensor.t().is_contiguous():
+        published = publish(path, tensor.t())  # column-major (the served entity table): keep that layout
+        return replace(published, tensor=published.tensor.t())
     data = _bytes(tensor)
     if not len(data):
         return Published(tensor, "it is empty")
@@ -204,7 +209,7 @@ class SharedEmbeddings:
 
         def shared_reencode(served: ServedModel, vocabulary: Vocabulary, message_triples: Tensor,
                             touched: Tensor) -> Tensor:  # fmt: skip
-            own = reencode(served, vocabulary, message_triples, touched)
+            own = scoring_layout(reencode(served, vocabulary, message_triples, touched))  # as it is served
             key = origin_key("reencoded", served.version, served.store_revision, _created_at(served),
                              vocabulary.num_entities, _digest(message_triples), _digest(touched),
                              tuple(own.shape), str(own.dtype))  # fmt: skip

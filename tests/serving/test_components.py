@@ -5,6 +5,7 @@ The known-triple index is tested in tests/graph/test_index.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -59,6 +60,22 @@ def test_concurrent_jobs_are_batched_and_each_gets_its_own_rows(two_versions: tu
             assert scores == pytest.approx(expected.values.tolist(), abs=1e-5)
     with pytest.raises(ScorerClosed):
         scorer.predict(first, [0], [0], 1, False)
+
+
+def test_the_served_entity_table_is_column_major_and_scores_as_the_row_major_one(
+    two_versions: tuple[ServedModel, ServedModel],
+) -> None:
+    served = two_versions[0]
+    assert served.entity_emb.t().is_contiguous()
+    row_major = served.entity_emb.contiguous()
+    assert dataclasses.replace(served, entity_emb=row_major).entity_emb.t().is_contiguous(), "replace lays it out too"
+    heads, relations = torch.arange(6) % served.num_entities, torch.arange(6) % (2 * served.num_relations)
+    with torch.inference_mode():
+        expected = served.model.score(row_major[heads], served.relation_emb[relations], row_major)
+    answers = BatchScorer().predict(served, heads.tolist(), relations.tolist(), 5, False)
+    for row, (ids, scores) in enumerate(answers):
+        assert ids == torch.topk(expected[row], 5).indices.tolist()
+        assert scores == pytest.approx(expected[row, ids].tolist(), abs=1e-5)
 
 
 def test_a_failing_version_keeps_the_previous_one_serving(bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -48,6 +48,14 @@ def test_the_first_publisher_writes_the_file_and_the_next_maps_it(tmp_path: Path
     assert mapped_files(tmp_path).count(str(tmp_path / "a.emb")) >= 2, "each publisher serves a mapping of the one file"
 
 
+def test_a_column_major_table_is_written_and_mapped_column_major(tmp_path: Path) -> None:
+    own = table(0).t().contiguous().t()
+    published = publish(tmp_path / "a.emb", own)
+    assert published.shared
+    assert torch.equal(published.tensor, own) and published.tensor.t().is_contiguous()
+    assert (tmp_path / "a.emb").read_bytes() == own.t().numpy().tobytes()
+
+
 def test_a_file_that_differs_is_neither_served_nor_replaced(tmp_path: Path) -> None:
     published = table(0)
     publish(tmp_path / "a.emb", published)
@@ -128,6 +136,7 @@ def test_two_workers_building_a_version_serve_one_mapping_and_let_go_of_replaced
     assert len(files) == 2, "one entity and one relation table for the set"
     for state in served:
         assert torch.equal(state.entity_emb, alone.entity_emb)
+        assert state.entity_emb.t().is_contiguous(), "the mapping keeps the served (column-major) layout"
         assert torch.equal(state.relation_emb, alone.relation_emb)
     assert sorted(set(mapped_files(tmp_path))) == [str(f) for f in files]
     assert sorted(mapped_files(tmp_path)).count(str(files[0])) >= 2
@@ -186,6 +195,7 @@ def test_two_workers_extending_a_state_by_the_same_changes_share_the_reencoded_t
     [file] = tmp_path.iterdir()
     for state in states:
         assert torch.equal(state.entity_emb, alone.entity_emb)
+        assert state.entity_emb.t().is_contiguous()
     assert mapped_files(tmp_path).count(str(file)) >= 2
 
 
