@@ -43,7 +43,7 @@ def scoring_layout(table: Tensor) -> Tensor:
     Every decoder scores queries against all entities as ``query @ tails.t()``. With the
     served table column-major that operand is a contiguous ``[d, N]`` matrix, which this
     project's CPU BLAS multiplies faster per query than the transposed view of a row-major
-    table (about 1.6-2x at one query, 1.15-1.4x at 16; bench/RESULTS.md, Serving). Gathering
+    table, most at small batches (bench/RESULTS.md, Serving). Gathering
     a few rows (query heads, embeddings answers) reads strided memory instead, a small cost
     beside the pass over all N rows. Returns ``table`` itself when it is laid out so already.
     """
@@ -123,7 +123,7 @@ class ServedModel:
             graph=loaded.graph_name,
             model=loaded.model,
             vocabulary=Vocabulary(loaded.entities, loaded.relations),
-            entity_emb=scoring_layout(entity_emb.detach()),
+            entity_emb=entity_emb.detach(),
             relation_emb=relation_emb.detach().contiguous(),
             known=TripleIndex.build(known, len(loaded.relations)),
             train_triples=loaded.train_triples.to(torch.int64),
