@@ -45,7 +45,8 @@ def scoring_layout(table: Tensor) -> Tensor:
     project's CPU BLAS multiplies faster per query than the transposed view of a row-major
     table, most at small batches (bench/RESULTS.md, Serving). Gathering
     a few rows (query heads, embeddings answers) reads strided memory instead, a small cost
-    beside the pass over all N rows. Returns ``table`` itself when it is laid out so already.
+    beside the pass over all N rows. Returns ``table`` itself when it is laid out so already;
+    otherwise the copy briefly holds the table twice, once per load or re-encode.
     """
     return table if table.t().is_contiguous() else table.t().contiguous().t()
 
