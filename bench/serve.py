@@ -40,11 +40,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import harness
 import psutil
 import torch
 from harness import percentile
+
+if TYPE_CHECKING:
+    from kgserver.registry import KGModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / ".." / "shared" / "datasets" / "fb15k-237"
@@ -83,19 +87,12 @@ def build_bundle(directory: Path, plugin: str, decoder: str, dim: int) -> tuple[
     return save_bundle(directory / "bundle", model, snapshot), snapshot
 
 
-def in_process_rate(bundle: Path, batch: int, k: int, seconds: float, served_layout: bool = True) -> float:
-    """Queries/s of ``score`` against every entity + ``topk`` for batches of ``batch`` queries.
-
-    The entity table is in the served (column-major) layout, or with ``served_layout=False``
-    row-major, as the encoder returns it.
-    """
-    from kgserver.serving.served import scoring_layout
-    from kgserver.tracking.bundle import load_bundle
-
-    loaded = load_bundle(bundle)
-    entity_emb, relation_emb = loaded.encode()
-    if served_layout:
-        entity_emb = scoring_layout(entity_emb)
+def in_process_rate(
+    model: KGModel, tables: tuple[torch.Tensor, torch.Tensor], batch: int, k: int, seconds: float
+) -> float:
+    """Queries/s of ``score`` against every entity + ``topk`` for batches of ``batch`` queries,
+    with ``tables`` the ``(entity, relation)`` embeddings in the layout to measure."""
+    entity_emb, relation_emb = tables
     n, r = entity_emb.shape[0], relation_emb.shape[0] // 2
     generator = torch.Generator().manual_seed(batch)
     done, started = 0, time.perf_counter()
@@ -103,7 +100,7 @@ def in_process_rate(bundle: Path, batch: int, k: int, seconds: float, served_lay
         while time.perf_counter() - started < seconds:
             heads = torch.randint(0, n, (batch,), generator=generator)
             rels = torch.randint(0, r, (batch,), generator=generator)
-            scores = loaded.model.score(entity_emb[heads], relation_emb[rels], entity_emb)
+            scores = model.score(entity_emb[heads], relation_emb[rels], entity_emb)
             torch.topk(scores, k, dim=1).indices.tolist()
             done += batch
     return done / (time.perf_counter() - started)
@@ -310,9 +307,17 @@ def main() -> None:
             f"(random weights; bundle built in {time.perf_counter() - started:.1f} s)"
         )
 
+        from kgserver.serving.served import scoring_layout
+        from kgserver.tracking.bundle import load_bundle
+
+        loaded = load_bundle(bundle)
+        with torch.inference_mode():
+            entity_emb, relation_emb = loaded.encode()
+        served_tables, row_major_tables = (scoring_layout(entity_emb), relation_emb), (entity_emb, relation_emb)
         batches = sorted({*options.clients, options.batch_queries})
-        inline = {b: in_process_rate(bundle, b, options.k, min(options.seconds, 4.0)) for b in batches}
-        row_major = {b: in_process_rate(bundle, b, options.k, min(options.seconds, 4.0), False) for b in batches}
+        seconds = min(options.seconds, 4.0)
+        inline = {b: in_process_rate(loaded.model, served_tables, b, options.k, seconds) for b in batches}
+        row_major = {b: in_process_rate(loaded.model, row_major_tables, b, options.k, seconds) for b in batches}
         print(
             "in-process queries/s, served (column-major) table vs row-major: "
             + ", ".join(f"batch {b}: {inline[b]:.0f} vs {row_major[b]:.0f} ({inline[b] / row_major[b]:.2f}x)"
