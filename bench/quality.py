@@ -120,11 +120,10 @@ def main() -> None:
         "| target |"
     )
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
-    for name, command, m in results:
+    for name, _, m in results:
         target = targets.get(name)
-        mode = command[command.index("--mode") + 1]
         print(
-            f"| {name} | {mode} | {m['epochs']:.0f} ({m['best_epoch']}) | {m['stop_reason']} "
+            f"| {name} | {m['mode']} | {m['epochs']:.0f} ({m['best_epoch']}) | {m['stop_reason']} "
             f"| {m['wall_minutes']:.1f} "
             f"| {m['test_mrr']:.4f} | {m['test_hits_at_1']:.4f} | {m['test_hits_at_3']:.4f} "
             f"| {m['test_hits_at_10']:.4f} | {m['valid_mrr']:.4f} |"
