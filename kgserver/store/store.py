@@ -244,10 +244,10 @@ class Store:
         return labels
 
     def graphs(self) -> list[GraphInfo]:
-        """Every graph with its counts, by name."""
+        """Every graph with its counts, by name: five queries, each grouped by graph, however
+        many graphs the store holds."""
         with self.engine.connect() as connection:
-            graphs = connection.execute(select(Graph.id, Graph.name, Graph.created_at).order_by(Graph.name)).all()
-            return [_graph_info(connection, *graph) for graph in graphs]
+            return _graph_infos(connection)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -303,43 +303,63 @@ def _language_rank(lang: str | None) -> int:
     return 3
 
 
-def _graph_info(connection: Connection, graph_id: int, name: str, created_at: datetime) -> GraphInfo:
+def _no_triples() -> dict[str, int]:
+    return {name: 0 for name in ("train", "valid", "test", "none")}
+
+
+def _graph_infos(connection: Connection) -> list[GraphInfo]:
+    """:class:`GraphInfo` of every graph, by name."""
     is_literal = (Term.kind == TermKind.LITERAL).label("is_literal")
-    counts = connection.execute(
-        select(Triple.split, is_literal, func.count())
+    triples: dict[int, dict[str, int]] = {}
+    literal_triples: dict[int, int] = {}
+    for graph_id, split, literal, count in connection.execute(
+        select(Triple.graph_id, Triple.split, is_literal, func.count())
         .join(Term, Term.id == Triple.tail)
-        .where(Triple.graph_id == graph_id)
-        .group_by(Triple.split, is_literal)
-    ).all()
-    triples = {name: 0 for name in ("train", "valid", "test", "none")}
-    literal_triples = 0
-    for split, literal, count in counts:
+        .group_by(Triple.graph_id, Triple.split, is_literal)
+    ):
         if literal:
-            literal_triples += count
+            literal_triples[graph_id] = literal_triples.get(graph_id, 0) + count
         else:
-            triples["none" if split is None else SPLIT_NAMES[split]] += count
+            by_split = triples.setdefault(graph_id, _no_triples())
+            by_split["none" if split is None else SPLIT_NAMES[split]] += count
 
     entity_triples = (
-        select(Triple.head, Triple.tail, Triple.relation)
+        select(Triple.graph_id, Triple.head, Triple.tail, Triple.relation)
         .join(Term, Term.id == Triple.tail)
-        .where(Triple.graph_id == graph_id, Term.kind != TermKind.LITERAL)
+        .where(Term.kind != TermKind.LITERAL)
         .subquery()
     )
-    nodes = select(entity_triples.c.head).union(select(entity_triples.c.tail)).subquery()
-    entities = connection.execute(select(func.count()).select_from(nodes)).scalar_one()
-    relations = connection.execute(
-        select(func.count(func.distinct(entity_triples.c.relation)))
-    ).scalar_one()
-    sources = connection.execute(
-        select(func.count()).select_from(ImportRecord).where(ImportRecord.graph_id == graph_id)
-    ).scalar_one()
-    return GraphInfo(
-        name=name,
-        # SQLite keeps no time zone; every timestamp kgserver writes is UTC.
-        created_at=_utc(created_at),
-        entities=int(entities),
-        relations=int(relations),
-        triples=triples,
-        literal_triples=int(literal_triples),
-        sources=int(sources),
+    nodes = (
+        select(entity_triples.c.graph_id, entity_triples.c.head.label("node"))
+        .union(select(entity_triples.c.graph_id, entity_triples.c.tail))
+        .subquery()
     )
+    entities: dict[int, int] = dict(
+        connection.execute(select(nodes.c.graph_id, func.count()).group_by(nodes.c.graph_id)).tuples().all()
+    )
+    relations: dict[int, int] = dict(
+        connection.execute(
+            select(entity_triples.c.graph_id, func.count(func.distinct(entity_triples.c.relation))).group_by(
+                entity_triples.c.graph_id
+            )
+        ).tuples().all()
+    )
+    sources: dict[int, int] = dict(
+        connection.execute(
+            select(ImportRecord.graph_id, func.count()).group_by(ImportRecord.graph_id)
+        ).tuples().all()
+    )
+    graphs = connection.execute(select(Graph.id, Graph.name, Graph.created_at).order_by(Graph.name)).all()
+    return [
+        GraphInfo(
+            name=name,
+            # SQLite keeps no time zone; every timestamp kgserver writes is UTC.
+            created_at=_utc(created_at),
+            entities=int(entities.get(graph_id, 0)),
+            relations=int(relations.get(graph_id, 0)),
+            triples=triples.get(graph_id) or _no_triples(),
+            literal_triples=int(literal_triples.get(graph_id, 0)),
+            sources=int(sources.get(graph_id, 0)),
+        )
+        for graph_id, name, created_at in graphs
+    ]

@@ -110,6 +110,9 @@ def test_graphs_counts_and_delete_removes_only_what_it_alone_uses(
         assert infos["people"].literal_triples == 8 and infos["people"].sources == 1
         # The file name starts with "test": the split comes from it.
         assert infos["pets"].triples == {"train": 0, "valid": 0, "test": 2, "none": 0}
+        # bob is in both graphs and counts in each; each graph counts only its own relations
+        assert (infos["pets"].entities, infos["pets"].relations, infos["pets"].literal_triples) == (3, 2, 0)
+        assert infos["pets"].sources == 1
         pets_before = store.read_graph("pets")
         before = table_counts(store)
 
