@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -111,24 +110,35 @@ def hammer(address: str, clients: int, requests: int) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_mixed_load_from_64_clients_gets_every_status_right_without_growth(served: ServerProcess) -> None:
-    server = psutil.Process(served.pid)
     assert hammer(served.address, CLIENTS, 50) == []  # warm-up: threads, channels, allocator pools
-    before = server.memory_info().rss
+    before = anonymous_rss(served.pid)
     started = time.monotonic()
     problems = hammer(served.address, CLIENTS, REQUESTS_PER_CLIENT)
     seconds = time.monotonic() - started
-    after = server.memory_info().rss
+    after = anonymous_rss(served.pid)
     assert problems == [], problems[:10]
     assert served.process.poll() is None, "the server died"
     with grpc.insecure_channel(served.address) as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
     assert status == health_pb2.HealthCheckResponse.SERVING
-    assert abs(after - before) <= 0.10 * before, f"RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
+    assert after <= 1.10 * before, f"anonymous RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
     assert "Traceback" not in served.log()
     print(
         f"\n{CLIENTS * REQUESTS_PER_CLIENT} calls in {seconds:.1f} s; "
-        f"RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB"
+        f"anonymous RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB"
     )
+
+
+def anonymous_rss(pid: int) -> int:
+    """Bytes of a process's resident anonymous memory (``RssAnon``): the heap that a leak grows.
+
+    Not the whole RSS, which also counts mapped library pages the kernel may drop at any time
+    (a proactive reclaimer such as DAMON's pageout halved a server's RSS during this test on one
+    machine), so it can shrink under load and hide growth, or fail a bound on change."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"/proc/{pid}/status has no RssAnon line")
 
 
 @pytest.mark.timeout(300)
