@@ -23,11 +23,13 @@ $(VENV)/.installed: pyproject.toml plugins/pyproject.toml constraints.txt
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-# Lint and types first (seconds), then the suite.
+# Lint and types first (seconds), then the suite: one worker process per core (at most four), each
+# module's tests on one worker, then the tests that bound a time or CPU cost (marked serial) alone.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadscope -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 # PyKEEN lives only in a benchmark venv, for bench/train.py's side-by-side comparison.
 bench-venv: bench/.venv-pykeen/.installed

@@ -202,3 +202,36 @@ def stored_quads() -> Callable[[Store, str], list[StoredQuad]]:
     """``stored_quads(store, graph)``: every statement of the graph as it is stored,
     (subject, predicate IRI, object, named graph or None), read straight from the tables."""
     return _stored_quads
+
+
+SUMMARY_PROPERTY = "terminal_summary"
+
+
+@pytest.fixture()
+def summary_lines(record_property: Callable[[str, object], None]) -> Callable[[str, list[str]], None]:
+    """``summary_lines(section, lines)``: lines the run prints under ``section`` in its terminal
+    summary. They travel as a user property of the test's report, so a test run by a
+    pytest-xdist worker is summarised by the controlling process as well."""
+
+    def record(section: str, lines: list[str]) -> None:
+        record_property(SUMMARY_PROPERTY, (section, lines))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each section's recorded groups of lines, the groups sorted by their first line."""
+    sections: dict[str, list[list[str]]] = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in report.user_properties:
+                if name == SUMMARY_PROPERTY:
+                    section, lines = value
+                    sections.setdefault(section, []).append(lines)
+    for section, groups in sorted(sections.items()):
+        terminalreporter.section(section)
+        for lines in sorted(groups):
+            for line in lines:
+                terminalreporter.write_line(line)

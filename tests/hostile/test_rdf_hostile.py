@@ -116,6 +116,7 @@ def test_nine_level_billion_laughs_is_refused_fast_in_little_memory(home: Path, 
     assert elapsed < 30, elapsed
 
 
+@pytest.mark.serial
 def test_billion_laughs_refusal_takes_under_a_second_in_process(tmp_path: Path) -> None:
     from kgserver.errors import ImportSyntaxError
     from kgserver.rdf import import_files

@@ -10,7 +10,7 @@ For every entry of ``mf:entries``:
   ``ImportSyntaxError`` and leave every table of the store exactly as it was.
 
 Each suite runs as one test that records its pass count (printed in the terminal
-summary by tests/rdf/conftest.py) and fails listing every failing entry by name
+summary by tests/conftest.py) and fails listing every failing entry by name
 with the reason. Nothing is skipped.
 """
 
@@ -232,7 +232,7 @@ def _faithful_literals(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_w3c_suite(
-    suite: str, suite_store: Store, shared_data: Path, w3c_report: dict,
+    suite: str, suite_store: Store, shared_data: Path, summary_lines: Callable[[str, list[str]], None],
     table_counts: Callable, stored_quads: Callable,
 ) -> None:
     entries = manifest_entries(shared_data / "rdf-tests" / "rdf11" / suite)
@@ -243,5 +243,9 @@ def test_w3c_suite(
         reason = run_entry(suite_store, suite, SUITES[suite], entry, fixtures)
         if reason is not None:
             failures.append(f"{suite} {entry.name} ({entry.kind}): {reason}")
-    w3c_report[(suite_store.engine.dialect.name, suite)] = (len(entries) - len(failures), len(entries), failures)
+    backend, passed = suite_store.engine.dialect.name, len(entries) - len(failures)
+    summary_lines(
+        "W3C RDF 1.1 test suites",
+        [f"{backend:10} {suite:14} {passed:4d}/{len(entries):<4d} passed", *(f"    FAILED {f}" for f in failures)],
+    )
     assert not failures, f"{len(failures)} of {len(entries)} failed:\n" + "\n".join(failures)

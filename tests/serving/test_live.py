@@ -182,6 +182,7 @@ def test_a_server_without_a_store_reports_revision_zero(stored_bundle: Path) -> 
         assert client.score([(entity(0), relation(3), entity(1))]).store_revision == 0
 
 
+@pytest.mark.serial
 def test_a_refresh_without_change_is_cheap(db_url: str, stored_bundle: Path) -> None:
     def build(ref: str, version: str) -> ServedModel:
         return served_model(ref, load_bundle(stored_bundle, version=version), db_url)

@@ -94,6 +94,7 @@ def p99_of_calls(address: str) -> float:
     return latencies[int(0.99 * (len(latencies) - 1))]
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(300)
 def test_the_first_requests_after_serving_are_not_much_slower_than_later_ones(bundle_dir: Path, tmp_path: Path) -> None:
     # A loose bound (the machine is shared; bench/serve.py reports the figure): 3x, and 20 ms of slack.
