@@ -267,6 +267,8 @@ def run_train_job(job: TrainJob) -> None:
             return
         for line in sizing.lines():
             print(f"size-aware default: {line}", file=sys.stderr, flush=True)
+        for warning in sizing.warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         if job.no_tracking:
             from kgserver.tracking import save_untracked
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,8 @@ RULES = {
     "batch_size": (
         f"full-graph: the default x 2^k, the largest k >= 0 with training triples >= 2^k x {2 * REFERENCE_TRIPLES:,} "
         f"(twice {REFERENCE_NAME}'s), since every step encodes the whole graph; sampled: the default; then halved "
-        f"while a step's scores (batch x candidates x {BYTES_PER_SCORE} bytes) exceed {SCORE_SHARE:.1%} of memory"
+        f"while a step's scores (batch x candidates x {BYTES_PER_SCORE} bytes) exceed {SCORE_SHARE:.1%} of memory; "
+        "a batch_size set with --set is kept, with a warning when its scores exceed that"
     ),
     "eval_every": (
         f"--eval-every: {_RUN_DEFAULTS.eval_every} x {REFERENCE_TRIPLES * REFERENCE_ENTITIES:,} ({REFERENCE_NAME}'s "
@@ -198,6 +199,8 @@ class SizeDefaults:
     config: TrainConfig
     chosen_hyperparameters: dict[str, Choice]
     chosen_config: dict[str, Choice]
+    # what the user set that the rules would not have chosen, and why it may not fit
+    warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """One line per choice: ``name = value (reason)``."""
@@ -237,11 +240,14 @@ def size_defaults(
         run["mode"] = _mode(graph, memory, dim, given.num_layers)
         mode = run["mode"].value
     batch_size = given.batch_size
+    warnings: list[str] = []
     if "batch_size" not in assigned:
         hyperparameters["batch_size"] = _batch_size(
             graph, memory, given, mode, model_class.training_mode, config.negative_pool
         )
         batch_size = hyperparameters["batch_size"].value
+    else:
+        warnings.extend(_oversized_batch(graph, memory, given, mode, model_class.training_mode, config.negative_pool))
     if "eval_every" not in explicit:
         candidates = _candidates(
             graph, mode, model_class.training_mode, batch_size, given.num_negatives, config.negative_pool
@@ -277,7 +283,7 @@ def size_defaults(
             f"with the --set values: {error}; --set these too"
         ) from error
     config = dataclasses.replace(config, **{name: choice.value for name, choice in run.items()})
-    return SizeDefaults(chosen, config, hyperparameters, run)
+    return SizeDefaults(chosen, config, hyperparameters, run, tuple(warnings))
 
 
 def _embedding_dim(graph: GraphSize, memory: int, default: int) -> Choice:
@@ -338,18 +344,48 @@ def _batch_size(
         reason = "the default: sampled steps do not encode the whole graph"
     budget = int(memory * SCORE_SHARE)
     scaled = batch
-
-    def scores(size: int) -> int:
-        return score_bytes(size, _candidates(graph, mode, training_mode, size, given.num_negatives, negative_pool))
-
-    while batch > 1 and scores(batch) > budget:
-        batch //= 2
+    scores = _step_scores(graph, given, mode, training_mode, negative_pool)
+    batch = _fitting(batch, scores, budget)
     if batch < scaled:
         reason += (
             f"; halved to {batch} so that a step's score matrices, {_gib(scores(batch))}, fit an eighth of "
             f"memory, {_gib(budget)}"
         )
     return Choice(batch, reason)
+
+
+def _oversized_batch(
+    graph: GraphSize, memory: int, given: Hyperparameters, mode: str, training_mode: str, negative_pool: int
+) -> list[str]:
+    """A warning when the user's ``batch_size`` gives score matrices above the share of memory
+    the rule keeps them to (the rule would have halved it): such a step can exhaust memory."""
+    budget = int(memory * SCORE_SHARE)
+    scores = _step_scores(graph, given, mode, training_mode, negative_pool)
+    if scores(given.batch_size) <= budget:
+        return []
+    return [
+        f"batch_size = {given.batch_size} (set): a step's score matrices, about {_gib(scores(given.batch_size))}, "
+        f"exceed an eighth of memory, {_gib(budget)}, and training keeps freed memory for reuse, so the process "
+        f"can grow to twice a step's size or more; {_fitting(given.batch_size, scores, budget)} fits"
+    ]
+
+
+def _step_scores(
+    graph: GraphSize, given: Hyperparameters, mode: str, training_mode: str, negative_pool: int
+) -> Callable[[int], int]:
+    """Estimated bytes of a step's score matrices, by batch size."""
+
+    def scores(size: int) -> int:
+        return score_bytes(size, _candidates(graph, mode, training_mode, size, given.num_negatives, negative_pool))
+
+    return scores
+
+
+def _fitting(batch: int, scores: Callable[[int], int], budget: int) -> int:
+    """``batch``, halved until its score matrices fit ``budget`` bytes (at least 1)."""
+    while batch > 1 and scores(batch) > budget:
+        batch //= 2
+    return batch
 
 
 def _candidates(

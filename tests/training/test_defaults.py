@@ -15,6 +15,7 @@ from kgserver.training.mode import parameter_bytes
 
 CODEX_S = GraphSize(entities=2_034, relations=42, train_triples=32_888)
 FB15K_237 = GraphSize(entities=14_541, relations=237, train_triples=272_115)
+WN18RR = GraphSize(entities=40_943, relations=11, train_triples=86_835)
 MILLION = GraphSize(entities=1_000_000, relations=100, train_triples=10_000_000, valid_triples=100_000)
 THIS_MACHINE = Machine(memory_bytes=24 * 2**30, cores=2)
 PLUGINS = ("rgcn", "compgcn", "gatv2")
@@ -46,6 +47,19 @@ def test_fb15k_237_gets_a_larger_batch_and_validates_every_epoch() -> None:
     # evaluations an epoch apart: one noisy evaluation must not halve the learning rate
     assert sizing.config.lr_patience == 2
     assert "more often than every 5" in sizing.chosen_config["lr_patience"].reason
+
+
+def test_a_set_batch_whose_scores_exceed_their_share_of_memory_stands_with_a_warning() -> None:
+    compgcn = get_model("compgcn")
+    sizing = size_defaults(WN18RR, THIS_MACHINE, compgcn, {"batch_size": 4096}, TrainConfig(), frozenset())
+    assert sizing.hyperparameters.batch_size == 4096 and "batch_size" not in sizing.chosen_hyperparameters
+    (warning,) = sizing.warnings
+    # 4096 x 40,943 scores x 24 bytes = 3.75 GiB, over an eighth of 24 GiB
+    assert warning.startswith("batch_size = 4096 (set): a step's score matrices, about 3.75 GiB, exceed")
+    assert warning.endswith("; 2048 fits")
+    fits = size_defaults(WN18RR, THIS_MACHINE, compgcn, {"batch_size": 2048}, TrainConfig(), frozenset())
+    assert fits.warnings == ()
+    assert size_defaults(WN18RR, THIS_MACHINE, compgcn, {}, TrainConfig(), frozenset()).warnings == ()
 
 
 def test_a_million_entities_get_a_dimension_that_fits_memory() -> None:
