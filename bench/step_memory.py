@@ -5,13 +5,16 @@ entity, their gradients, the encoder's activations). Training keeps freed memory
 in the process (:func:`kgserver.training.runtime.retain_freed_memory`), so a step
 reuses pages that are already mapped instead of faulting fresh ones in. This
 benchmark measures what that costs in resident memory, beside the size-aware
-defaults' estimate of a step (:mod:`kgserver.training.mode`), for three allocator
+defaults' estimate of a step (:mod:`kgserver.training.mode`), for four allocator
 settings, each in a process of its own (a peak RSS is per process):
 
 - ``plain``: glibc's defaults (blocks above its mmap threshold are fresh mappings);
 - ``retained``: what ``kgserver train`` does;
 - ``hugepages``: glibc's defaults with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
-  (its mappings ask for transparent huge pages: fewer, larger page faults).
+  (its mappings ask for transparent huge pages: fewer, larger page faults);
+- ``trimmed``: retained, and after each step whose resident size passed the
+  estimate, ``malloc_trim(0)`` hands the free pages back (a bound on the heap
+  that keeps reuse while under it).
 
 Each runs ``--steps`` steps of compgcn at dimension 512 on one dataset and batch
 size, one thread, and prints per step its seconds, the process's peak RSS and
@@ -38,11 +41,15 @@ SETTINGS = {
     "plain": {},
     "retained": {},
     "hugepages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    "trimmed": {},
 }
 
 
 def worker(args: argparse.Namespace) -> None:
     """Run the steps in this process and print one JSON line per step."""
+    import ctypes
+
+    import psutil
     import torch
 
     from kgserver.graph import Snapshot
@@ -52,7 +59,7 @@ def worker(args: argparse.Namespace) -> None:
     from kgserver.training.mode import full_graph_bytes, parameter_bytes, score_bytes
     from kgserver.training.runtime import retain_freed_memory, seed_everything
 
-    if args.worker == "retained":
+    if args.worker in ("retained", "trimmed"):
         retain_freed_memory()
     torch.set_num_threads(1)
     entities, relations, ids = read_splits(args.dataset)
@@ -84,6 +91,8 @@ def worker(args: argparse.Namespace) -> None:
         assert step.loss is not None
         step.loss().backward()
         optimizer.step()
+        if args.worker == "trimmed" and psutil.Process().memory_info().rss > estimate:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({
             "step": index, "seconds": time.perf_counter() - started, "peak_rss": usage.ru_maxrss * 1024,
