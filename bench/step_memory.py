@@ -82,6 +82,7 @@ def worker(args: argparse.Namespace) -> None:
         + score_bytes(args.batch_size, snapshot.num_entities)
         + parameter_bytes(snapshot.num_entities, snapshot.num_relations, 512)
     )
+    process, libc = psutil.Process(), ctypes.CDLL("libc.so.6")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for index, step in enumerate(source.batches()):
         if index == args.steps:
@@ -91,8 +92,8 @@ def worker(args: argparse.Namespace) -> None:
         assert step.loss is not None
         step.loss().backward()
         optimizer.step()
-        if args.worker == "trimmed" and psutil.Process().memory_info().rss > estimate:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        if args.worker == "trimmed" and process.memory_info().rss > estimate:
+            libc.malloc_trim(0)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({
             "step": index, "seconds": time.perf_counter() - started, "peak_rss": usage.ru_maxrss * 1024,
