@@ -4,7 +4,7 @@ Runs ``bench/hostile.py --tiny`` (a 300-entity model with 170-character IRIs and
 1 MiB response budget, so large, oversized and budget-waiting requests all
 occur) and requires what the benchmark requires at full size: no valid request
 failed, every invalid or oversized one got its exact code with a short message
-naming its culprit, the server's RSS stayed within 10%, no traceback in its log.
+naming its culprit, the server's anonymous RSS grew by at most 10%, no traceback in its log.
 """
 
 from __future__ import annotations
