@@ -42,6 +42,7 @@ one (``--pykeen-worker``) for each PyKEEN model, reading back one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -52,8 +53,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from harness import tail
 
 if TYPE_CHECKING:
     import torch
@@ -102,27 +101,29 @@ def run_kgserver(name: str, args: argparse.Namespace) -> dict[str, object]:
     model = cls(snapshot.num_entities, snapshot.num_relations, hparams)
     config = TrainConfig(
         epochs=args.epochs, eval_every=args.epochs, seed=args.seed, mode="full", threads=args.threads,
-        precision=args.precision,
-    )
+        precision=args.precision, max_minutes=args.max_minutes,
+    )  # fmt: skip
     result = train(model, snapshot, config)
     epoch_seconds = [record["epoch_seconds"] for record in result.history]
+    epochs = sum(record["epoch_fraction"] for record in result.history)
     queries = distinct_queries(snapshot.train, snapshot.num_relations)
     shape = (queries, snapshot.num_entities, hparams.embedding_dim, hparams.batch_size, args.threads)
     floor = decoder_floor(*shape, torch.float32)
     bf16_floor = decoder_floor(*shape, torch.bfloat16) if args.precision == "bf16" else None
-    later = epoch_seconds[1:] or epoch_seconds
+    complete = epoch_seconds if result.last_epoch_complete else epoch_seconds[:-1]
+    later = complete[1:] or complete
     return {
         "system": "kgserver",
         "model": name,
-        "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
-        "later_seconds_per_epoch": sum(later) / len(later),
+        "seconds_per_epoch": sum(epoch_seconds) / epochs,
+        "later_seconds_per_epoch": sum(later) / len(later) if later else None,
         "decoder_floor_seconds": floor,
         "bf16_floor_seconds": bf16_floor,
         "precision": args.precision,
         "queries_per_epoch": queries,
         "test_mrr": result.metrics["test_mrr"],
         "test_hits_at_10": result.metrics["test_hits_at_10"],
-        "epochs": len(epoch_seconds),
+        "epochs": epochs,
         "config": hparams.to_dict(),
     }
 
@@ -172,6 +173,8 @@ def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
     """Train one PyKEEN model in its own environment; the worker prints one JSON line."""
     if not PYKEEN_PYTHON.exists():
         raise SystemExit(f"{PYKEEN_PYTHON} is missing; create it as the module docstring says")
+    from harness import tail  # not at the top: the PyKEEN environment runs this file without kgserver
+
     from kgserver.registry import get_model
 
     # the same encoder depth as kgserver's plugin of that name
@@ -182,6 +185,7 @@ def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
         "--batch-size", str(args.batch_size),
         "--lr", str(args.lr or PYKEEN_LR), "--seed", str(args.seed), "--threads", str(args.threads),
         "--layers", str(layers),
+        *(["--max-minutes", str(args.max_minutes)] if args.max_minutes is not None else []),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -198,6 +202,7 @@ def pykeen_worker(name: str, args: argparse.Namespace) -> None:
     from pykeen.training import LCWATrainingLoop
     from pykeen.training.callbacks import TrainingCallback
     from pykeen.triples import TriplesFactory
+    from pykeen.triples.instances import LCWAInstances
     from pykeen.utils import set_random_seed
 
     torch.set_num_threads(args.threads)
@@ -216,11 +221,18 @@ def pykeen_worker(name: str, args: argparse.Namespace) -> None:
         model = RGCN(**common, num_layers=args.layers, random_seed=args.seed)
     else:
         model = CompGCN(**common, encoder_kwargs={"num_layers": args.layers}, random_seed=args.seed)
-    epoch_ends: list[float] = []
+    batches = [0]
+    batches_per_epoch = -(-len(LCWAInstances.from_triples_factory(training)) // args.batch_size)
+    budget = args.max_minutes * 60 if args.max_minutes is not None else float("inf")
 
-    class EpochClock(TrainingCallback):
-        def post_epoch(self, epoch: int, epoch_loss: float, **kwargs: object) -> None:
-            epoch_ends.append(time.perf_counter())
+    class BudgetSpent(Exception):
+        """Raised after the batch that ends ``--max-minutes``; PyKEEN's loop lets it through."""
+
+    class BatchClock(TrainingCallback):
+        def post_batch(self, epoch: int, batch: object, **kwargs: object) -> None:
+            batches[0] += 1
+            if time.perf_counter() - started >= budget:
+                raise BudgetSpent
 
     loop = LCWATrainingLoop(
         model=model,
@@ -228,15 +240,18 @@ def pykeen_worker(name: str, args: argparse.Namespace) -> None:
         optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
     )
     started = time.perf_counter()
-    loop.train(
-        triples_factory=training,
-        num_epochs=args.epochs,
-        batch_size=args.batch_size,
-        label_smoothing=0.1,
-        use_tqdm=False,
-        callbacks=EpochClock(),
-    )
-    epoch_seconds = [end - start for start, end in zip([started, *epoch_ends[:-1]], epoch_ends)]
+    with contextlib.suppress(BudgetSpent):
+        loop.train(
+            triples_factory=training,
+            num_epochs=args.epochs,
+            batch_size=args.batch_size,
+            label_smoothing=0.1,
+            use_tqdm=False,
+            callbacks=BatchClock(),
+        )
+    seconds = time.perf_counter() - started
+    epochs = batches[0] / batches_per_epoch
+    model.eval()
     evaluator = RankBasedEvaluator(filtered=True)
     results = evaluator.evaluate(
         model,
@@ -250,10 +265,11 @@ def pykeen_worker(name: str, args: argparse.Namespace) -> None:
             {
                 "system": "pykeen",
                 "model": name,
-                "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+                "seconds_per_epoch": seconds / epochs,
                 "test_mrr": results.get_metric("both.realistic.inverse_harmonic_mean_rank"),
                 "test_hits_at_10": results.get_metric("both.realistic.hits_at_10"),
-                "epochs": len(epoch_seconds),
+                "epochs": epochs,
+                "training_seconds": seconds,
                 "config": {
                     "embedding_dim": args.dim,
                     "batch_size": args.batch_size,
@@ -278,7 +294,12 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="codex-s", help="a folder of ../shared/datasets with *.tsv.gz splits")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per model (with --max-minutes: at most)")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None,
+        help="training budget per model: each stops after the step that spends it, mid-epoch if need be, and is "
+        "evaluated as it is; seconds per epoch are then the training seconds over the epochs done, fractions counted",
+    )  # fmt: skip
     parser.add_argument("--dim", type=int, default=200, help="embedding size for every model")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=None, help="one learning rate for every model")
@@ -297,7 +318,9 @@ def main() -> None:
         return
     print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}", flush=True)
     print(
-        f"# {args.dataset}, {args.epochs} epochs, embedding {args.dim}, batch {args.batch_size}, "
+        f"# {args.dataset}, {args.epochs} epochs"
+        f"{f' or {args.max_minutes:g} minutes' if args.max_minutes is not None else ''}, "
+        f"embedding {args.dim}, batch {args.batch_size}, "
         f"lr {args.lr or 'per model'}, {args.threads} threads, seed {args.seed}",
         flush=True,
     )
@@ -311,21 +334,22 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     print(
-        "\n| system | model | precision | lr | s/epoch | later epochs s/epoch | fp32 decoder floor s | / floor | "
-        "bf16 floor s | / bf16 floor | test MRR | test Hits@10 | load avg before |"
+        "\n| system | model | precision | lr | epochs | s/epoch | later epochs s/epoch | fp32 decoder floor s | "
+        "/ floor | bf16 floor s | / bf16 floor | test MRR | test Hits@10 | load avg before |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
-        later = result.get("later_seconds_per_epoch")
         versus = "- | - | - | - | -"
-        if later is not None:
+        if "decoder_floor_seconds" in result:  # kgserver's rows: against the floor, after the first epoch if any
+            later = result["later_seconds_per_epoch"]
+            held = later if later is not None else result["seconds_per_epoch"]
             floor, bf16_floor = result["decoder_floor_seconds"], result["bf16_floor_seconds"]
-            versus = f"{later:.1f} | {floor:.1f} | {later / floor:.2f}x | "
-            versus += f"{bf16_floor:.1f} | {later / bf16_floor:.2f}x" if bf16_floor else "- | -"
+            versus = f"{'-' if later is None else f'{later:.1f}'} | {floor:.1f} | {held / floor:.2f}x | "
+            versus += f"{bf16_floor:.1f} | {held / bf16_floor:.2f}x" if bf16_floor else "- | -"
         print(
             f"| {result['system']} | {result['model']} | {result.get('precision', 'fp32')} | "
-            f"{result['config']['learning_rate']:g} | {result['seconds_per_epoch']:.1f} | {versus} | "
-            f"{result['test_mrr']:.4f} | {result['test_hits_at_10']:.4f} | {result['load_before']:.1f} |"
+            f"{result['config']['learning_rate']:g} | {result['epochs']:.2f} | {result['seconds_per_epoch']:.1f} | "
+            f"{versus} | {result['test_mrr']:.4f} | {result['test_hits_at_10']:.4f} | {result['load_before']:.1f} |"
         )
     print(f"command: {' '.join(sys.argv)}")
 
