@@ -5,6 +5,8 @@ Both work on full graphs and on sampled blocks alike.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dgl
 import dgl.function as fn
 import torch
@@ -48,16 +50,21 @@ class RelationGroups:
     ``f`` once per group instead of once per edge; a knowledge graph has several
     edges per group (CoDEx-S: 65,776 message edges in 11,867 groups).
 
+    Groups are ordered by relation (then destination), so the groups of one relation
+    are one contiguous slice and :meth:`times_relation` applies each relation's
+    row once per slice.
+
     With ``edge_weight`` (``[E]``) every sum is weighted: a source contributes
     ``w_e h_u`` and ``size`` counts ``sum w_e`` (the explanation hook).
     """
 
     def __init__(self, graph: dgl.DGLGraph, num_types: int, edge_weight: Tensor | None = None) -> None:
         src, dst = graph.edges()
-        keys, group_of_edge = torch.unique(dst * num_types + graph.edata["rel"], return_inverse=True)
-        self.dst = keys // num_types
-        self.rel = keys % num_types
         self.num_dst_nodes = graph.num_dst_nodes()
+        keys, group_of_edge = torch.unique(graph.edata["rel"] * self.num_dst_nodes + dst, return_inverse=True)
+        self.dst = keys % self.num_dst_nodes
+        self.rel = keys // self.num_dst_nodes
+        self._relation_sizes = torch.bincount(self.rel, minlength=num_types).tolist()
         self._gather = dgl.create_block(
             (src, group_of_edge), num_src_nodes=graph.num_src_nodes(), num_dst_nodes=len(keys), device=graph.device
         )
@@ -82,6 +89,17 @@ class RelationGroups:
                 self._gather.update_all(fn.u_mul_e("h", "w", "m"), fn.sum("m", "s"))
             return self._gather.dstdata["s"]
 
+    def times_relation(self, features: Tensor, relation_features: Tensor) -> Tensor:
+        """``[G, ...]``: each group's ``features`` times the row of ``relation_features`` (``[T, ...]``)
+        of its relation, broadcast.
+
+        One product per relation over its slice of groups, against one row: no ``[G, ...]``
+        copy of relation rows is gathered, and a row's gradient is a sum over its slice,
+        where a gathered copy's backward accumulates ``G`` rows into ``T`` by index (serial
+        on the CPU; bench/RESULTS.md, section Training, has the measured step).
+        """
+        return _TimesRelation.apply(features, relation_features, self._relation_sizes)
+
     def sum_to_destinations(self, messages: Tensor, slot: Tensor, num_slots: int) -> Tensor:
         """``[N_dst, num_slots, ...]``: each group's message (``[G, ...]``) summed into slot
         ``slot[g]`` of its destination node."""
@@ -96,3 +114,47 @@ class RelationGroups:
             scatter.srcdata["m"] = messages
             scatter.update_all(fn.copy_u("m", "m"), fn.sum("m", "s"))
             return scatter.dstdata["s"].view(self.num_dst_nodes, num_slots, *messages.shape[1:])
+
+
+class _TimesRelation(torch.autograd.Function):
+    """``features * relation_features[relation of each row]`` for rows sorted by relation, ``sizes``
+    rows per relation, written slice by slice (see :meth:`RelationGroups.times_relation`).
+
+    Real or complex: the gradients conjugate the other factor, torch's convention for complex
+    products (a no-op on real tensors)."""
+
+    @staticmethod
+    def forward(ctx: Any, features: Tensor, relation_features: Tensor, sizes: list[int]) -> Tensor:
+        shape = torch.broadcast_shapes(features.shape, (features.shape[0], *relation_features.shape[1:]))
+        out = features.new_empty(shape, dtype=torch.result_type(features, relation_features))
+        for part, row, into in zip(features.split(sizes), relation_features.unbind(0), out.split(sizes)):
+            torch.mul(part, row, out=into)
+        ctx.save_for_backward(features, relation_features)
+        ctx.sizes = sizes
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        features, relation_features = ctx.saved_tensors
+        rows = relation_features.unbind(0)
+        grad_features = grad_relations = None
+        if ctx.needs_input_grad[0]:
+            if features.shape == grad.shape and features.dtype == grad.dtype:
+                grad_features = torch.empty_like(grad)
+                for g, row, into in zip(grad.split(ctx.sizes), rows, grad_features.split(ctx.sizes)):
+                    torch.mul(g, row.conj(), out=into)
+            else:  # features broadcast along the row's dimensions
+                grad_features = torch.cat(
+                    [
+                        (g * row.conj()).sum_to_size(part.shape)
+                        for g, part, row in zip(grad.split(ctx.sizes), features.split(ctx.sizes), rows)
+                    ]
+                ).to(features.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_relations = torch.stack(
+                [
+                    (g * part.conj()).sum(0).sum_to_size(row.shape)
+                    for g, part, row in zip(grad.split(ctx.sizes), features.split(ctx.sizes), rows)
+                ]
+            ).to(relation_features.dtype)
+        return grad_features, grad_relations, None

@@ -100,36 +100,31 @@ class CompGCNConv(nn.Module):
         given) of original (0) and inverse (1) edges, summed per direction and divided by
         the node's in-degree."""
         groups = RelationGroups(graph, rel.shape[0], edge_weight)
-        group_rel = rel[groups.rel]
         if self.composition == "corr":
             messages = self._frequency_domain_correlation(groups, h_src, rel)
         elif self.composition == "mult":
-            messages = groups.sum_sources(h_src) * group_rel
+            messages = groups.times_relation(groups.sum_sources(h_src), rel)
         else:  # sub: sum(h_u - e_r) = sum(h_u) - (number of edges) e_r
-            messages = groups.sum_sources(h_src) - groups.size.unsqueeze(1).to(rel.dtype) * group_rel
+            messages = groups.sum_sources(h_src) - groups.times_relation(groups.size.unsqueeze(1).to(rel.dtype), rel)
         direction = (groups.rel >= self.num_base_rels).long()
         per_direction = groups.sum_to_destinations(messages, direction, 2)
         in_degrees = graph.in_degrees().clamp(min=1).to(per_direction.dtype)
         per_direction = per_direction / in_degrees.view(-1, *([1] * (per_direction.dim() - 1)))
-        if self.composition == "corr":
-            k1, k2, k3 = per_direction.unbind(dim=2)  # each [N_dst, 2, k]
-            return torch.fft.irfft(torch.complex(k1 - k3, k1 + k2), n=h_src.shape[-1], dim=-1)
+        if self.composition == "corr":  # per_direction holds conj(sum conj(H_u) R_r) as [..., k, 2]
+            spectrum = torch.view_as_complex(per_direction).conj()
+            return torch.fft.irfft(spectrum, n=h_src.shape[-1], dim=-1)
         return per_direction
 
     @staticmethod
     def _frequency_domain_correlation(groups: RelationGroups, h_src: Tensor, rel: Tensor) -> Tensor:
-        """Per group, ``sum_u conj(H_u) * R_r`` in three real products (Karatsuba), ``[G, 3, k]``.
+        """Per group, the conjugate of ``sum_u conj(H_u) R_r``, which is ``(sum_u H_u) conj(R_r)``,
+        as ``[G, k, 2]`` (real and imaginary parts).
 
-        With ``conj(H) = a + ib`` and ``R = c + id``: ``k1 = c (a + b)``, ``k2 = a (d - c)``,
-        ``k3 = b (c + d)`` give ``conj(H) R = (k1 - k3) + i (k1 + k2)``. Nodes carry
-        ``[a + b, a, b]`` and relations ``[c, d - c, c + d]``; the products are linear
-        in the node factors, so they are summed per group first. The FFTs are per
-        node and per relation only.
+        ``H_u`` and ``R_r`` are the spectra (rfft) of source and relation. The product is
+        linear in ``H_u``, so the spectra are summed per group first, as two real channels
+        (DGL sums real tensors); the conjugate is undone after the sum to destinations.
+        The FFTs are per node and per relation only.
         """
-        h_spectrum = torch.fft.rfft(h_src, dim=-1).conj()
-        a, b = h_spectrum.real, h_spectrum.imag
-        r_spectrum = torch.fft.rfft(rel, dim=-1)
-        c, d = r_spectrum.real, r_spectrum.imag
-        node_factors = groups.sum_sources(torch.stack([a + b, a, b], dim=1))  # [G, 3, k]
-        relation_factors = torch.stack([c, d - c, c + d], dim=1)  # [2R, 3, k]
-        return node_factors * relation_factors[groups.rel]
+        node_sums = groups.sum_sources(torch.view_as_real(torch.fft.rfft(h_src, dim=-1)))  # [G, k, 2]
+        relation_spectra = torch.fft.rfft(rel, dim=-1).conj()
+        return torch.view_as_real(groups.times_relation(torch.view_as_complex(node_sums), relation_spectra))

@@ -10,7 +10,7 @@ import torch
 
 from kgserver.registry import KGModel
 from kgserver_plugins.decoders import ComplEx, ConvE, DistMult
-from kgserver_plugins.graphs import drop_edges
+from kgserver_plugins.graphs import RelationGroups, drop_edges
 from kgserver_plugins.layers.compgcn_conv import CompGCNConv, circular_correlation, compose
 from kgserver_plugins.layers.gatv2_conv import RelGATv2Conv
 from kgserver_plugins.layers.rgcn_conv import RelGraphConv
@@ -101,6 +101,22 @@ def test_compgcn_directional_mean_matches_per_edge_messages(composition: str, gr
     expected /= graph.in_degrees().clamp(min=1).view(-1, 1, 1).float()
     with graph.local_scope():
         torch.testing.assert_close(layer.directional_mean(graph, h, rel), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("feature_shape", [(2,), (1,)], ids=["same shape", "broadcast"])
+def test_times_relation_matches_gathering_each_groups_relation_row(
+    feature_shape: tuple[int, ...], dtype: torch.dtype, graph: dgl.DGLGraph
+) -> None:
+    """Values and both gradients equal ``features * relation_features[groups.rel]``, also for
+    relation types no group has (two extra rows here) and for complex tensors (CompGCN's spectra)."""
+    num_types = int(graph.edata["rel"].max()) + 3
+    groups = RelationGroups(graph, num_types)
+    assert bool((groups.rel[1:] >= groups.rel[:-1]).all()), "groups are ordered by relation"
+    features = torch.randn(len(groups), *feature_shape, dtype=dtype, requires_grad=True)
+    rows = torch.randn(num_types, 2, dtype=dtype, requires_grad=True)
+    torch.testing.assert_close(groups.times_relation(features, rows), features * rows[groups.rel])
+    assert torch.autograd.gradcheck(lambda f, r: groups.times_relation(f, r), (features, rows))
 
 
 @pytest.mark.parametrize("regularizer", ["basis", "bdd"])
