@@ -18,6 +18,7 @@ ConvE and CompGCN.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,15 +61,51 @@ class Objective:
 
 
 def one_to_n_loss(objective: Objective, logits: Tensor, rows: Tensor, objects: Tensor) -> Tensor:
-    """Loss of ``logits [B, N]`` against the answers ``(rows, objects)``.
+    """Loss of ``logits [B, N]`` against the answers ``(rows, objects)`` (distinct pairs).
 
-    The targets are kept sparse until here and densified for this batch only;
-    logits computed in a lower precision (``TrainConfig.precision``) are scored in float32.
+    Softmax cross-entropy never densifies the targets (:class:`_SparseTargetCrossEntropy`);
+    binary cross-entropy densifies them for this batch only. Logits computed in a lower
+    precision (``TrainConfig.precision``) are scored in float32.
     """
     logits = logits.float()
+    if objective.kind == "ce":
+        answers = torch.bincount(rows, minlength=logits.shape[0]).to(logits.dtype)
+        total = _SparseTargetCrossEntropy.apply(logits, rows, objects, answers, objective.label_smoothing)
+        return total / answers.sum()
     targets = torch.zeros_like(logits)
     targets[rows, objects] = 1.0
     return objective(logits, targets)
+
+
+class _SparseTargetCrossEntropy(torch.autograd.Function):
+    """``sum_q n_q CE(logits_q, t_q)`` (what :meth:`Objective.__call__` divides by ``sum_q n_q``
+    for ``kind="ce"``), from the answers ``(rows, objects)`` and their count per row ``n_q``.
+
+    With ``t_q`` uniform over the row's answers and smoothed by ``eps`` towards
+    ``1 / C``, the row's loss is ``lse_q - (1 - eps) mean_{a in A_q} s_qa - eps mean_c s_qc``,
+    and its gradient ``softmax(s_q) - (1 - eps) t_q - eps / C``. Forward reads the
+    ``[B, C]`` logits twice (log-sum-exp, row sums); backward writes one ``[B, C]``
+    gradient in place. Dense targets and the autograd of ``F.cross_entropy`` make
+    and pass over several ``[B, C]`` tensors, the largest of a 1-N step.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, rows: Tensor, objects: Tensor, answers: Tensor, eps: float) -> Tensor:
+        lse = torch.logsumexp(logits, dim=1)
+        total = (answers * (lse - eps / logits.shape[1] * logits.sum(dim=1))).sum()
+        total = total - (1.0 - eps) * logits[rows, objects].sum()
+        ctx.save_for_backward(logits, lse, rows, objects, answers)
+        ctx.eps = eps
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        logits, lse, rows, objects, answers = ctx.saved_tensors
+        eps = ctx.eps
+        gradient = torch.sub(logits, lse.unsqueeze(1)).exp_().sub_(eps / logits.shape[1])
+        gradient.mul_((answers * grad).unsqueeze(1))
+        gradient.index_put_((rows, objects), (-(1.0 - eps) * grad).expand(len(rows)), accumulate=True)
+        return gradient, None, None, None, None
 
 
 def negatives_loss(

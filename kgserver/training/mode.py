@@ -28,8 +28,9 @@ BYTES_PER_NODE_DIM_LAYER = 4 * 6
 # float32 bytes x copies of each embedding-table number: the weight, its dense gradient, Adam's two
 # moments and the best checkpoint's copy.
 BYTES_PER_PARAMETER = 4 * 5
-# float32 bytes x live [queries, candidates] tensors of a step: logits, targets, normalised targets,
-# log-softmax and two gradients.
+# float32 bytes x live [queries, candidates] tensors of a step under binary cross-entropy: logits,
+# targets, smoothed targets, the loss's intermediates and two gradients. Softmax cross-entropy (the
+# default) keeps fewer (logits and one gradient), so for it this is an overestimate.
 BYTES_PER_SCORE = 4 * 6
 # The share of the device's memory a step's activations may take (the rest holds the parameters,
 # their optimiser state and the graph).

@@ -31,6 +31,29 @@ def test_softmax_label_smoothing_mixes_in_the_uniform_distribution() -> None:
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_softmax_cross_entropy_from_sparse_answers_has_the_dense_targets_gradient(eps: float) -> None:
+    """The loss keeps its answers sparse; its value and gradient equal ``F.cross_entropy`` on
+    the dense targets each row spreads over its answers, weighted by their number."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, generator=generator, dtype=torch.float64)
+    rows, objects = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4]), torch.tensor([1, 6, 0, 2, 2, 4, 5, 6])
+    sparse = logits.clone().requires_grad_()
+    dense = logits.clone().requires_grad_()
+    loss = one_to_n_loss(Objective("ce", eps, 7), sparse, rows, objects)
+    targets = torch.zeros_like(logits)
+    targets[rows, objects] = 1.0
+    answers = targets.sum(dim=1)
+    per_query = torch.nn.functional.cross_entropy(
+        dense, targets / answers.unsqueeze(1), label_smoothing=eps, reduction="none"
+    )
+    expected = (per_query * answers).sum() / answers.sum()
+    loss.backward()
+    expected.backward()
+    torch.testing.assert_close(loss, expected.float())
+    torch.testing.assert_close(sparse.grad, dense.grad)
+
+
 def test_binary_cross_entropy_smooths_towards_one_over_the_entity_count() -> None:
     eps = 0.1
     loss = one_to_n_loss(Objective("bce", eps, 4), LOGITS, ROWS, OBJECTS)
