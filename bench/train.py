@@ -189,7 +189,8 @@ def run_pykeen(name: str, args: argparse.Namespace) -> dict[str, object]:
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"PyKEEN {name} failed:\n{tail(done.stderr)}")
+        how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+        raise SystemExit(f"PyKEEN {name} failed ({how}):\n{tail(done.stderr)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
