@@ -38,21 +38,8 @@ class Objective:
     label_smoothing: float
     num_entities: int
 
-    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Loss of ``logits [B, C]`` against multi-hot ``targets [B, C]`` (every row has an answer)."""
-        if self.kind == "ce":
-            answers = targets.sum(dim=1)
-            per_query = F.cross_entropy(
-                logits, targets / answers.unsqueeze(1), label_smoothing=self.label_smoothing, reduction="none"
-            )
-            return (per_query * answers).sum() / answers.sum()
-        smoothed = targets
-        if self.label_smoothing:
-            smoothed = targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_entities
-        return F.binary_cross_entropy_with_logits(logits, smoothed)
-
     def normaliser(self, queries: int, answers: int) -> float:
-        """What :meth:`__call__` is a mean over for ``queries`` rows holding ``answers`` true answers.
+        """What :func:`one_to_n_loss` is a mean over for ``queries`` rows holding ``answers`` true answers.
 
         Data-parallel ranks weight their losses by it, so that together they
         compute the same loss as one process over the whole batch.
@@ -74,11 +61,13 @@ def one_to_n_loss(objective: Objective, logits: Tensor, rows: Tensor, objects: T
         return total / answers.sum()
     targets = torch.zeros_like(logits)
     targets[rows, objects] = 1.0
-    return objective(logits, targets)
+    if objective.label_smoothing:
+        targets = targets * (1.0 - objective.label_smoothing) + objective.label_smoothing / objective.num_entities
+    return F.binary_cross_entropy_with_logits(logits, targets)
 
 
 class _SparseTargetCrossEntropy(torch.autograd.Function):
-    """``sum_q n_q CE(logits_q, t_q)`` (what :meth:`Objective.__call__` divides by ``sum_q n_q``
+    """``sum_q n_q CE(logits_q, t_q)`` (what :func:`one_to_n_loss` divides by ``sum_q n_q``
     for ``kind="ce"``), from the answers ``(rows, objects)`` and their count per row ``n_q``.
 
     With ``t_q`` uniform over the row's answers and smoothed by ``eps`` towards
@@ -131,6 +120,5 @@ def negatives_loss(
     logits = torch.cat(
         [scores.gather(1, columns[:batch].unsqueeze(1)), scores.gather(1, columns[batch:].view(batch, k))], dim=1
     )
-    targets = torch.zeros_like(logits)
-    targets[:, 0] = 1.0
-    return objective(logits, targets)
+    rows = torch.arange(batch, device=logits.device)
+    return one_to_n_loss(objective, logits, rows, torch.zeros_like(rows))  # column 0: the true tail
