@@ -25,7 +25,7 @@ it grew by more than 10%. ``--tiny`` runs the same mix on a 300-entity model
 
 ``--burst N`` measures something else instead: N clients ask at once for answers
 of about 70% of the per-response limit (47 MB at 64 MiB), and the server's anonymous RSS is
-sampled throughout; the status codes and RSS before, at the peak and after are
+sampled throughout; the status codes and that memory before, at the peak and after are
 printed. Without a response budget every such answer is built at once.
 
     .venv/bin/python bench/hostile.py [--threads 32] [--seconds 60] [--tiny] [--burst N]
@@ -290,7 +290,8 @@ def anonymous_rss(process: psutil.Process) -> int:
 def warm_up(
     address: str, mix: list[Case], threads: int, seconds: float, most_rounds: int, server: psutil.Process
 ) -> tuple[Tally, list[int]]:
-    """Rounds of the mix until the server's RSS changes by less than 3% over one; its tally and the RSS after each."""
+    """Rounds of the mix until the server's anonymous RSS changes by less than 3% over one; its tally
+    and that memory after each round."""
     tally = Tally()
     rounds = [anonymous_rss(server)]
     while len(rounds) <= most_rounds and (len(rounds) < 3 or abs(rounds[-1] - rounds[-2]) > 0.03 * rounds[-2]):
@@ -301,7 +302,8 @@ def warm_up(
 
 
 def burst(address: str, server: psutil.Process, snapshot: Snapshot, clients: int, k: int, limit: int) -> None:
-    """``clients`` simultaneous answers of ~70% of ``limit`` each; prints codes and RSS before, at the peak, after."""
+    """``clients`` simultaneous answers of ~70% of ``limit`` each; prints the codes and the anonymous
+    RSS before, at the peak and after."""
     per_query = sum(sorted(len(iri.encode()) for iri in snapshot.entities)[-k:]) + 9 * k + 8
     size = min(len(snapshot.entities), int(0.7 * limit / per_query))
     request = pb.PredictRequest(
