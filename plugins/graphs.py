@@ -96,7 +96,7 @@ class RelationGroups:
         One product per relation over its slice of groups, against one row: no ``[G, ...]``
         copy of relation rows is gathered, and a row's gradient is a sum over its slice,
         where a gathered copy's backward accumulates ``G`` rows into ``T`` by index (serial
-        on the CPU; bench/RESULTS.md, section Training, has the measured step).
+        on the CPU; bench/RESULTS.md, section Training, has the epochs before and after).
         """
         return _TimesRelation.apply(features, relation_features, self._relation_sizes)
 
