@@ -12,7 +12,8 @@ entities, known and emerging, filtered by every true triple of the dataset
 
 Rows, per plugin:
 
-(a) live: the plugin trained with ``unseen_entity_rate`` on the known entities,
+(a) live: the plugin trained with ``unseen_entity_rate`` (the plugin's default unless
+    ``--unseen-rate``) on the known entities,
     saved as a bundle, loaded and built as the server builds it
     (``ServedModel.build``), then given the support triples through
     :func:`kgserver.serving.live.reencode`, exactly as the store watcher calls it;
@@ -21,9 +22,13 @@ Rows, per plugin:
 (c) popularity: each query scored by how often each entity answers its relation
     in that direction in training plus support.
 
-Every training gets the same ``--max-minutes`` budget (and the same epoch cap).
+Every training gets the same ``--max-minutes`` budget (and the same epoch cap), and
+what it leaves open (batch size, validation interval, learning-rate patience,
+threads, precision) is chosen as ``kgserver train`` chooses it for that graph
+(:func:`kgserver.training.defaults.size_defaults`), printed on stderr.
 
     .venv/bin/python bench/inductive.py --dataset codex-s --models compgcn,gatv2 --max-minutes 4
+    .venv/bin/python bench/inductive.py --dataset fb15k-237 --models compgcn,gatv2 --max-minutes 20
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ from kgserver.serving.live import reencode  # noqa: E402
 from kgserver.serving.served import ServedModel  # noqa: E402
 from kgserver.tracking.bundle import load_bundle, save_bundle  # noqa: E402
 from kgserver.training import TrainConfig, seed_everything, train  # noqa: E402
+from kgserver.training.defaults import GraphSize, Machine, size_defaults  # noqa: E402
+from kgserver.training.distributed import Ranks  # noqa: E402
 
 MIN_TRIPLES = 4
 EMERGING_FRACTION = 0.1
@@ -119,15 +126,23 @@ def semi_inductive_split(dataset: str, seed: int) -> Split:
     )
 
 
-def trained(plugin: str, snapshot: Snapshot, hparams: dict[str, object], args: argparse.Namespace) -> KGModel:
-    seed_everything(args.seed)
+def trained(plugin: str, snapshot: Snapshot, assigned: dict[str, object], args: argparse.Namespace) -> KGModel:
+    """``plugin`` trained on ``snapshot`` with the ``assigned`` hyperparameters and the run
+    settings given on the command line; the rest chosen as ``kgserver train`` would."""
     cls = get_model(plugin)
-    model = cls(snapshot.num_entities, snapshot.num_relations, cls.hyperparameters.from_dict(hparams))
-    config = TrainConfig(
-        epochs=args.epochs, seed=args.seed, max_minutes=args.max_minutes, threads=args.threads, mode="full",
-        eval_every=args.eval_every,
-    )  # fmt: skip
-    return train(model, snapshot, config).model
+    given = {
+        "epochs": args.epochs, "seed": args.seed, "max_minutes": args.max_minutes, "mode": "full",
+        "threads": args.threads, "eval_every": args.eval_every, "precision": args.precision,
+    }  # fmt: skip
+    explicit = frozenset(name for name, value in given.items() if value is not None)
+    machine = Machine.of_this_process(torch.device("cpu"), Ranks(), probe_bf16="precision" not in explicit)
+    config = TrainConfig(**{name: given[name] for name in explicit})
+    sizing = size_defaults(GraphSize.of(snapshot), machine, cls, assigned, config, explicit)
+    for line in sizing.lines():
+        print(f"{plugin}, {len(snapshot.train):,} training triples: {line}", file=sys.stderr, flush=True)
+    seed_everything(args.seed)
+    model = cls(snapshot.num_entities, snapshot.num_relations, sizing.hyperparameters)
+    return train(model, snapshot, sizing.config).model
 
 
 def rank_queries(split: Split, score_tails: Callable[[Tensor, Tensor], Tensor]) -> dict[str, float]:
@@ -149,7 +164,8 @@ def live_row(plugin: str, split: Split, hparams: dict[str, object], args: argpar
     """(a): trained on the known entities, served from a bundle, the support triples imported live."""
     known = split.num_known
     snapshot = Snapshot(args.dataset, split.entities[:known], split.relations, split.train, split.valid, split.test)
-    model = trained(plugin, snapshot, {**hparams, "unseen_entity_rate": args.unseen_rate}, args)
+    rate = {} if args.unseen_rate is None else {"unseen_entity_rate": args.unseen_rate}
+    model = trained(plugin, snapshot, {**hparams, **rate}, args)
     with tempfile.TemporaryDirectory() as directory:
         loaded = load_bundle(save_bundle(Path(directory) / "bundle", model, snapshot))
     served = ServedModel.build("bench@live", loaded)
@@ -163,7 +179,8 @@ def live_row(plugin: str, split: Split, hparams: dict[str, object], args: argpar
         with torch.inference_mode():
             return served.model.score(entity_emb[subjects], served.relation_emb[relations], entity_emb)
 
-    return {**rank_queries(split, score_tails), "reencode_seconds": seconds}
+    rate = model.hparams.unseen_entity_rate  # type: ignore[attr-defined]
+    return {**rank_queries(split, score_tails), "reencode_seconds": seconds, "unseen_entity_rate": rate}
 
 
 def retrained_row(plugin: str, split: Split, hparams: dict[str, object], args: argparse.Namespace) -> dict[str, float]:
@@ -171,7 +188,7 @@ def retrained_row(plugin: str, split: Split, hparams: dict[str, object], args: a
     snapshot = Snapshot(
         args.dataset, split.entities, split.relations, torch.cat([split.train, split.support]), split.valid, split.test
     )
-    model = trained(plugin, snapshot, hparams, args)
+    model = trained(plugin, snapshot, {**hparams, "unseen_entity_rate": 0.0}, args)
     with torch.inference_mode():
         entity_emb, relation_emb = model.encode(snapshot.message_graph())
 
@@ -199,12 +216,13 @@ def main() -> None:
     parser.add_argument("--models", default="compgcn,gatv2")
     parser.add_argument("--max-minutes", type=float, default=15.0, help="time budget of each training")
     parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="threads of each training (default: kgserver train's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, help="validation interval (default: kgserver train's choice)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: kgserver train's choice (auto)")
     parser.add_argument(
-        "--eval-every", type=int, default=5, help="validation interval in epochs (kgserver train picks 1 on FB15k-237)"
+        "--unseen-rate", type=float, help="unseen_entity_rate of row (a)'s training (default: the plugin's)"
     )
-    parser.add_argument("--unseen-rate", type=float, default=0.2, help="unseen_entity_rate of row (a)'s training")
     parser.add_argument("--set", action="append", default=[], help="key=value hyperparameter for every training")
     args = parser.parse_args()
 
@@ -218,7 +236,6 @@ def main() -> None:
         "query": len(split.query),
         "max_minutes": args.max_minutes,
         "seed": args.seed,
-        "unseen_rate": args.unseen_rate,
         "load_average": os.getloadavg(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -227,7 +244,7 @@ def main() -> None:
     print(json.dumps({"row": "c", "model": "popularity", **popularity_row(split)}), flush=True)
     for plugin in args.models.split(","):
         cls = get_model(plugin)
-        hparams = cls.hyperparameters.parse_assignments(args.set).to_dict()
+        hparams = cls.hyperparameters.parse_values(args.set)
         print(json.dumps({"row": "a", "model": plugin, **live_row(plugin, split, hparams, args)}), flush=True)
         print(json.dumps({"row": "b", "model": plugin, **retrained_row(plugin, split, hparams, args)}), flush=True)
     print(json.dumps({"finished": datetime.now(UTC).isoformat(timespec="seconds"), "load_average": os.getloadavg()}))
