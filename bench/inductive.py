@@ -126,9 +126,12 @@ def semi_inductive_split(dataset: str, seed: int) -> Split:
     )
 
 
-def trained(plugin: str, snapshot: Snapshot, assigned: dict[str, object], args: argparse.Namespace) -> KGModel:
+def trained(
+    plugin: str, snapshot: Snapshot, assigned: dict[str, object], args: argparse.Namespace
+) -> tuple[KGModel, dict[str, object]]:
     """``plugin`` trained on ``snapshot`` with the ``assigned`` hyperparameters and the run
-    settings given on the command line; the rest chosen as ``kgserver train`` would."""
+    settings given on the command line, the rest chosen as ``kgserver train`` would; and how
+    the training went (epochs, best epoch, what stopped it)."""
     cls = get_model(plugin)
     given = {
         "epochs": args.epochs, "seed": args.seed, "max_minutes": args.max_minutes, "mode": "full",
@@ -142,7 +145,9 @@ def trained(plugin: str, snapshot: Snapshot, assigned: dict[str, object], args: 
         print(f"{plugin}, {len(snapshot.train):,} training triples: {line}", file=sys.stderr, flush=True)
     seed_everything(args.seed)
     model = cls(snapshot.num_entities, snapshot.num_relations, sizing.hyperparameters)
-    return train(model, snapshot, sizing.config).model
+    result = train(model, snapshot, sizing.config)
+    run = {"epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_by": result.stop_reason}
+    return result.model, run
 
 
 def rank_queries(split: Split, score_tails: Callable[[Tensor, Tensor], Tensor]) -> dict[str, float]:
@@ -160,12 +165,12 @@ def rank_queries(split: Split, score_tails: Callable[[Tensor, Tensor], Tensor]) 
     return ranks.metrics()
 
 
-def live_row(plugin: str, split: Split, hparams: dict[str, object], args: argparse.Namespace) -> dict[str, float]:
+def live_row(plugin: str, split: Split, hparams: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
     """(a): trained on the known entities, served from a bundle, the support triples imported live."""
     known = split.num_known
     snapshot = Snapshot(args.dataset, split.entities[:known], split.relations, split.train, split.valid, split.test)
     rate = {} if args.unseen_rate is None else {"unseen_entity_rate": args.unseen_rate}
-    model = trained(plugin, snapshot, {**hparams, **rate}, args)
+    model, run = trained(plugin, snapshot, {**hparams, **rate}, args)
     with tempfile.TemporaryDirectory() as directory:
         loaded = load_bundle(save_bundle(Path(directory) / "bundle", model, snapshot))
     served = ServedModel.build("bench@live", loaded)
@@ -180,15 +185,15 @@ def live_row(plugin: str, split: Split, hparams: dict[str, object], args: argpar
             return served.model.score(entity_emb[subjects], served.relation_emb[relations], entity_emb)
 
     rate = model.hparams.unseen_entity_rate  # type: ignore[attr-defined]
-    return {**rank_queries(split, score_tails), "reencode_seconds": seconds, "unseen_entity_rate": rate}
+    return {**rank_queries(split, score_tails), **run, "reencode_seconds": seconds, "unseen_entity_rate": rate}
 
 
-def retrained_row(plugin: str, split: Split, hparams: dict[str, object], args: argparse.Namespace) -> dict[str, float]:
+def retrained_row(plugin: str, split: Split, hparams: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
     """(b): the upper bound, every entity known in training, the support triples trained on."""
     snapshot = Snapshot(
         args.dataset, split.entities, split.relations, torch.cat([split.train, split.support]), split.valid, split.test
     )
-    model = trained(plugin, snapshot, {**hparams, "unseen_entity_rate": 0.0}, args)
+    model, run = trained(plugin, snapshot, {**hparams, "unseen_entity_rate": 0.0}, args)
     with torch.inference_mode():
         entity_emb, relation_emb = model.encode(snapshot.message_graph())
 
@@ -196,7 +201,7 @@ def retrained_row(plugin: str, split: Split, hparams: dict[str, object], args: a
         with torch.inference_mode():
             return model.score(entity_emb[subjects], relation_emb[relations], entity_emb)
 
-    return rank_queries(split, score_tails)
+    return {**rank_queries(split, score_tails), **run}
 
 
 def popularity_row(split: Split) -> dict[str, float]:
@@ -224,7 +229,11 @@ def main() -> None:
         "--unseen-rate", type=float, help="unseen_entity_rate of row (a)'s training (default: the plugin's)"
     )
     parser.add_argument("--set", action="append", default=[], help="key=value hyperparameter for every training")
+    parser.add_argument("--rows", default="a,b,c", help="the rows to run, comma-separated (a: live, b: retrained, c)")
     args = parser.parse_args()
+    rows = set(args.rows.split(","))
+    if not rows <= {"a", "b", "c"}:
+        parser.error(f"--rows takes a, b and c; got {args.rows!r}")
 
     split = semi_inductive_split(args.dataset, args.seed)
     header = {
@@ -241,12 +250,15 @@ def main() -> None:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(json.dumps(header), flush=True)
-    print(json.dumps({"row": "c", "model": "popularity", **popularity_row(split)}), flush=True)
+    if "c" in rows:
+        print(json.dumps({"row": "c", "model": "popularity", **popularity_row(split)}), flush=True)
     for plugin in args.models.split(","):
         cls = get_model(plugin)
         hparams = cls.hyperparameters.parse_values(args.set)
-        print(json.dumps({"row": "a", "model": plugin, **live_row(plugin, split, hparams, args)}), flush=True)
-        print(json.dumps({"row": "b", "model": plugin, **retrained_row(plugin, split, hparams, args)}), flush=True)
+        if "a" in rows:
+            print(json.dumps({"row": "a", "model": plugin, **live_row(plugin, split, hparams, args)}), flush=True)
+        if "b" in rows:
+            print(json.dumps({"row": "b", "model": plugin, **retrained_row(plugin, split, hparams, args)}), flush=True)
     print(json.dumps({"finished": datetime.now(UTC).isoformat(timespec="seconds"), "load_average": os.getloadavg()}))
 
 
