@@ -169,8 +169,8 @@ def live_row(plugin: str, split: Split, hparams: dict[str, object], args: argpar
     """(a): trained on the known entities, served from a bundle, the support triples imported live."""
     known = split.num_known
     snapshot = Snapshot(args.dataset, split.entities[:known], split.relations, split.train, split.valid, split.test)
-    rate = {} if args.unseen_rate is None else {"unseen_entity_rate": args.unseen_rate}
-    model, run = trained(plugin, snapshot, {**hparams, **rate}, args)
+    given_rate = {} if args.unseen_rate is None else {"unseen_entity_rate": args.unseen_rate}
+    model, run = trained(plugin, snapshot, {**hparams, **given_rate}, args)
     with tempfile.TemporaryDirectory() as directory:
         loaded = load_bundle(save_bundle(Path(directory) / "bundle", model, snapshot))
     served = ServedModel.build("bench@live", loaded)
