@@ -116,7 +116,7 @@ def negatives_loss(
     """
     batch, k = negatives.shape
     candidates, columns = torch.unique(torch.cat([positives, negatives.reshape(-1)]), return_inverse=True)
-    scores = model.score(heads, relations, table[candidates]).float()
+    scores = model.score(heads, relations, table[candidates])  # one_to_n_loss scores in float32
     logits = torch.cat(
         [scores.gather(1, columns[:batch].unsqueeze(1)), scores.gather(1, columns[batch:].view(batch, k))], dim=1
     )
